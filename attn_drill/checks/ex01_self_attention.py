@@ -1,0 +1,184 @@
+"""Hidden checks for ex1: scaled dot-product attention and self-attention."""
+
+import torch
+import torch.nn.functional as F
+
+from attn_drill.checks.harness import (
+    DTYPES, Mistake, check, compare, describe, expect_tensor, expect_tuple, fail, fail_naming,
+    grad_of, randn, random_mask, require_defined,
+)
+from attn_drill.checks.mistakes import attention, attention_mistakes
+
+# (B, H, L, S, D, Dv); H = 0 means no head dimension. Batch 1, length 1, L != S, odd sizes, S = 1.
+SHAPES = [(1, 1, 1, 3, 4, 4), (2, 3, 5, 7, 4, 6), (3, 2, 6, 6, 8, 8), (2, 1, 4, 1, 3, 5), (2, 0, 5, 3, 5, 2)]
+SCALE_IGNORED = Mistake("scale-ignored", "attention with the default 1/sqrt(D) scale: the scale argument was ignored")
+
+
+def make_qkv(shape, dtype, device, seed=0, requires_grad=False):
+    B, H, L, S, D, Dv = shape
+    lead = (B, H) if H else (B,)
+    q = randn(*lead, L, D, dtype=dtype, device=device, seed=seed, requires_grad=requires_grad)          # (B, H, L, D)
+    k = randn(*lead, S, D, dtype=dtype, device=device, seed=seed + 1, requires_grad=requires_grad)      # (B, H, S, D)
+    v = randn(*lead, S, Dv, dtype=dtype, device=device, seed=seed + 2, requires_grad=requires_grad)     # (B, H, S, Dv)
+    return q, k, v
+
+
+def sdpa(learner, q, k, v, **kwargs):
+    result = learner.call("scaled_dot_product_attention", q, k, v, **kwargs)
+    out, weights = expect_tuple(result, 2, "scaled_dot_product_attention()")
+    return expect_tensor(out, "out"), expect_tensor(weights, "weights")
+
+
+def compare_attention(out, weights, expected, q, k, v, mask=None, scale=None, inputs=None):
+    inputs = inputs or describe(q=q, k=k, v=v, mask=mask, scale=scale)
+    compare("weights", weights, expected[1], inputs=inputs, mistakes=attention_mistakes(q, k, v, mask, scale, part=1))
+    compare("out", out, expected[0], inputs=inputs, mistakes=attention_mistakes(q, k, v, mask, scale))
+
+
+@check("your file imports and defines scaled_dot_product_attention and self_attention")
+def check_defines(learner):
+    require_defined(learner)
+
+
+@check("out and weights match the reference (float64 and float32, five shapes)")
+def check_matches_reference(learner, reference, device):
+    for dtype in DTYPES:
+        for seed, shape in enumerate(SHAPES):
+            q, k, v = make_qkv(shape, dtype, device, seed=10 * seed)
+            out, weights = sdpa(learner, q, k, v)
+            compare_attention(out, weights, reference.scaled_dot_product_attention(q, k, v), q, k, v)
+
+
+@check("with a boolean mask, out matches torch's scaled_dot_product_attention")
+def check_matches_builtin(learner, device):
+    for dtype in DTYPES:
+        q, k, v = make_qkv((2, 3, 5, 7, 4, 6), dtype, device, seed=3)
+        for mask in (random_mask(5, 7, device=device, seed=1), random_mask(2, 1, 5, 7, device=device, seed=2)):
+            expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, Dv)
+            out, _ = sdpa(learner, q, k, v, mask=mask)
+            compare("out", out, expected, inputs=describe(q=q, k=k, v=v, mask=mask),
+                    mistakes=attention_mistakes(q, k, v, mask))
+
+
+@check("weights rows sum to 1 and masked keys get exactly 0")
+def check_weights_rows(learner, device):
+    q, k, v = make_qkv((2, 3, 5, 7, 4, 6), torch.float64, device, seed=4)
+    mask = random_mask(2, 1, 5, 7, device=device, seed=5)
+    _, weights = sdpa(learner, q, k, v, mask=mask)
+    inputs = describe(q=q, k=k, v=v, mask=mask)
+    if weights.shape != (2, 3, 5, 7):
+        fail(f"weights have shape {tuple(weights.shape)} for {inputs}; expected (B, H, L, S) = (2, 3, 5, 7).")
+    candidates = attention_mistakes(q, k, v, mask, part=1)
+    row_sums = weights.detach().sum(-1)
+    worst = (row_sums - 1).abs().max().item()
+    if worst > 1e-9:
+        fail_naming(f"weights rows do not sum to 1 for {inputs} (off by up to {worst:.3g}): "
+                    "the softmax must run over the keys, dim=-1.", weights, candidates)
+    leaked = weights.detach()[~mask.expand_as(weights)].abs()
+    if leaked.numel() and leaked.max().item() != 0:
+        fail_naming(f"a masked key got weight {leaked.max().item():.3g} for {inputs}: masked keys "
+                    "(mask False) must get exactly 0; True means 'may attend'.", weights, candidates)
+
+
+@check("a query whose keys are all masked gets zero weights, zero output and finite gradients")
+def check_fully_masked_rows(learner, reference, device):
+    q, k, v = make_qkv((2, 3, 5, 7, 4, 6), torch.float64, device, seed=6, requires_grad=True)
+    mask = random_mask(5, 7, device=device, seed=7)
+    mask[2] = False  # query 2 may attend to nothing
+    out, weights = sdpa(learner, q, k, v, mask=mask)
+    inputs = describe(q=q, k=k, v=v, mask=mask) + ", row 2 fully masked"
+    for name, value in (("out", out), ("weights", weights)):
+        if torch.isnan(value).any():
+            fail(f"{name} has NaN for {inputs}: the softmax of a row of -inf is NaN; set that row to 0.")
+    expected = reference.scaled_dot_product_attention(q, k, v, mask=mask)
+    compare_attention(out, weights, expected, q, k, v, mask, inputs=inputs)
+    got = grad_of("out", out, {"q": q, "k": k, "v": v})
+    want = grad_of("the reference's out", expected[0], {"q": q, "k": k, "v": v})
+    for name in got:
+        if not torch.isfinite(got[name]).all():
+            fail(f"the gradient of {name} has NaN or inf for {inputs}: a fully-masked row must not poison the "
+                 "backward pass (mask the scores, then zero the NaN weights with masked_fill, not arithmetic).")
+        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+
+
+@check("large logits (about 1e4) give finite, correct results")
+def check_large_logits(learner, reference, device):
+    for dtype in DTYPES:
+        q, k, v = make_qkv((2, 2, 4, 6, 4, 3), dtype, device, seed=8)
+        q, k = q * 100, k * 100  # scores of order 1e4
+        out, weights = sdpa(learner, q, k, v)
+        inputs = describe(q=q, k=k, v=v) + ", scores near 1e4"
+        if not (torch.isfinite(out).all() and torch.isfinite(weights).all()):
+            fail(f"out or weights overflow to inf/NaN for {inputs}: subtract each row's maximum before exp "
+                 "(torch.softmax does this for you).")
+        compare_attention(out, weights, reference.scaled_dot_product_attention(q, k, v), q, k, v, inputs=inputs)
+
+
+@check("an explicit scale replaces 1/sqrt(D)")
+def check_explicit_scale(learner, reference, device):
+    q, k, v = make_qkv((2, 3, 5, 7, 4, 6), torch.float64, device, seed=9)
+    out, weights = sdpa(learner, q, k, v, scale=0.37)
+    expected = reference.scaled_dot_product_attention(q, k, v, scale=0.37)
+    inputs = describe(q=q, k=k, v=v, scale=0.37)
+    default = [(SCALE_IGNORED, lambda: attention(q, k, v)[1])]
+    compare("weights", weights, expected[1], inputs=inputs,
+            mistakes=default + attention_mistakes(q, k, v, scale=0.37, part=1))
+    compare("out", out, expected[0], inputs=inputs)
+
+
+@check("gradients with respect to q, k and v match the reference")
+def check_gradients(learner, reference, device):
+    q, k, v = make_qkv((2, 3, 5, 7, 4, 6), torch.float64, device, seed=11, requires_grad=True)
+    mask = random_mask(5, 7, device=device, seed=12)
+    inputs = describe(q=q, k=k, v=v, mask=mask)
+    out, _ = sdpa(learner, q, k, v, mask=mask)
+    got = grad_of("out", out, {"q": q, "k": k, "v": v})
+    want = grad_of("the reference's out", reference.scaled_dot_product_attention(q, k, v, mask=mask)[0],
+                   {"q": q, "k": k, "v": v})
+    for name in got:
+        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+
+
+@check("self_attention projects with w_q, w_k, w_v and matches the reference (E != D, with and without a mask)")
+def check_self_attention(learner, reference, device):
+    for dtype in DTYPES:
+        for seed, (B, T, E, D, Dv) in enumerate([(2, 5, 6, 4, 3), (1, 1, 4, 4, 4), (3, 4, 3, 5, 2)]):
+            x = randn(B, T, E, dtype=dtype, device=device, seed=20 + seed)          # (B, T, E)
+            w_q, w_k, w_v = (randn(E, d, dtype=dtype, device=device, seed=30 + seed + i) / E ** 0.5
+                             for i, d in enumerate((D, D, Dv)))                     # (E, D), (E, D), (E, Dv)
+            for mask in (None, random_mask(T, T, device=device, seed=seed)):
+                result = learner.call("self_attention", x, w_q, w_k, w_v, mask=mask)
+                out, weights = expect_tuple(result, 2, "self_attention()")
+                expected = reference.self_attention(x, w_q, w_k, w_v, mask=mask)
+                q, k, v = x @ w_q, x @ w_k, x @ w_v  # (B, T, D), (B, T, D), (B, T, Dv)
+                inputs = describe(x=x, w_q=w_q, w_k=w_k, w_v=w_v, mask=mask)
+                compare("self_attention weights", weights, expected[1], inputs=inputs,
+                        mistakes=attention_mistakes(q, k, v, mask, part=1))
+                compare("self_attention out", out, expected[0], inputs=inputs,
+                        mistakes=attention_mistakes(q, k, v, mask))
+
+
+@check("self-attention without a mask is permutation-equivariant")
+def check_permutation_equivariance(learner, device):
+    x = randn(2, 6, 5, device=device, seed=40)                                       # (B, T, E)
+    w_q, w_k, w_v = (randn(5, 4, device=device, seed=41 + i) for i in range(3))      # (E, D)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2], device=device)
+    out, _ = expect_tuple(learner.call("self_attention", x, w_q, w_k, w_v), 2, "self_attention()")
+    out_perm, _ = expect_tuple(learner.call("self_attention", x[:, perm], w_q, w_k, w_v), 2, "self_attention()")
+    compare("self_attention of the permuted tokens", out_perm, expect_tensor(out, "out")[:, perm],
+            inputs=describe(x=x) + ", tokens permuted [3, 0, 5, 1, 4, 2]")
+
+
+@check("bad arguments raise ValueError naming the argument")
+def check_bad_arguments(learner, device):
+    def t(*shape):
+        return randn(*shape, device=device)
+
+    learner.raises("q (2, 5, 4) and k (2, 7, 3) of different widths", ("q", "k"),
+                   "scaled_dot_product_attention", t(2, 5, 4), t(2, 7, 3), t(2, 7, 6))
+    learner.raises("k (2, 7, 4) and v (2, 6, 6) of different lengths", ("k", "v"),
+                   "scaled_dot_product_attention", t(2, 5, 4), t(2, 7, 4), t(2, 6, 6))
+    learner.raises("a float mask", ("mask",), "scaled_dot_product_attention",
+                   t(2, 5, 4), t(2, 7, 4), t(2, 7, 6), mask=torch.ones(5, 7, device=device))
+    learner.raises("w_k of shape (5, 4) for E = 6", ("w_k",), "self_attention",
+                   t(2, 3, 6), t(6, 4), t(5, 4), t(6, 4))
