@@ -25,8 +25,8 @@ class Channel:
         self._key = key
         os.set_inheritable(fd, False)  # processes the learner starts do not get it
 
-    def send(self, kind: str, **fields) -> None:
-        payload = json.dumps({"type": kind, **fields}, separators=(",", ":")).encode()
+    def send(self, record_type: str, /, **fields) -> None:
+        payload = json.dumps({"type": record_type, **fields}, separators=(",", ":")).encode()
         data = _sign(self._key, payload) + b" " + payload + b"\n"
         while data:
             data = data[os.write(self._fd, data):]

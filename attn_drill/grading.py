@@ -276,22 +276,19 @@ def _ending(run: _Run, returncode: int | None) -> str:
         what = run.stopped
     elif returncode is not None and returncode < 0:
         try:
-            name = signal.Signals(-returncode).name
+            what = f"crashed with signal {signal.Signals(-returncode).name}"
         except ValueError:
-            name = f"signal {-returncode}"
-        what = f"crashed with signal {name}"
+            what = f"crashed with signal {-returncode}"
     elif run.forged:
-        what = "wrote into the grader's result channel, so no result could be trusted"
+        what = "wrote into the grader's result channel, so no result could be trusted,"
     else:
         what = f"exited the process (exit code {returncode})"
     if run.importing:
-        where = "during import"
-    elif run.current:
+        return f"your code {what} during import"
+    if run.current:
         title = next((c["name"] for c in run.collected if c["id"] == run.current), run.current)
-        where = f"while the check '{title}' ran"
-    else:
-        where = "before the checks started"
-    return f"your code {what} {where}" if not what.startswith("timed") else f"{what} {where}"
+        return f"your code {what} while the check '{title}' ran"
+    return f"the grading process ended early ({what}) before any of your code ran"
 
 
 def _outcomes(run: _Run, returncode: int | None, timeout: float) -> list[CheckResult]:

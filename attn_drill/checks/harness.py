@@ -178,7 +178,8 @@ def guarded(what: str, fn: Callable, *args, **kwargs):
     except ForbiddenCall as exc:
         fail(f"{what}: {exc}")
     except NotImplementedError as exc:
-        fail(f"{what} is not written yet: it raises NotImplementedError.\n{_learner_frames(exc)}")
+        where = _learner_frames(exc).splitlines()[-2:-1]
+        fail(f"{what} is not written yet: it raises NotImplementedError." + (f"\n{where[0]}" if where else ""))
     except SystemExit as exc:
         fail(f"{what}: your code called sys.exit({exc.code!r}); return a result instead.")
     except KeyboardInterrupt:

@@ -47,7 +47,7 @@ def attention(q, k, v, mask=None, scale=None, *, scale_kind="sqrt", softmax_dim=
     return weights @ v, weights
 
 
-_VARIANTS: list[tuple[Mistake, dict]] = [
+ATTENTION_VARIANTS: list[tuple[Mistake, dict]] = [
     (NO_SCALE, {"scale_kind": "none"}),
     (SCALE_BY_D, {"scale_kind": "d"}),
     (SCALE_MULTIPLIED, {"scale_kind": "times"}),
@@ -65,7 +65,7 @@ def attention_mistakes(q, k, v, mask=None, scale=None, *, part: int = 0,
     """Candidate mistakes for attention on these inputs: ``part`` 0 is the output, 1 the weights;
     ``then`` maps a mistaken attention output onward (an output projection, say)."""
     candidates = []
-    for mistake, switches in _VARIANTS:
+    for mistake, switches in ATTENTION_VARIANTS:
         if scale is not None and "scale_kind" in switches:
             continue
         if mask is None and mistake in (MASK_INVERTED, MASK_IGNORED, MASK_AFTER_SOFTMAX):

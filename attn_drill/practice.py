@@ -1,0 +1,91 @@
+"""What the learner's commands do, without any terminal code: check, hint, solution, reset,
+status. Each function takes plain values and returns data for the CLI to render."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+from attn_drill.catalog import Exercise, find_exercise, load_catalog
+from attn_drill.errors import DrillError
+from attn_drill.grading import DEFAULT_TIMEOUT_S, GradeReport, grade
+from attn_drill.store import Store, home
+from attn_drill.workspace import find_workspace, require_workspace, reset_exercise
+
+
+def learner_file(exercise: Exercise, file: Path | None) -> Path:
+    return file if file is not None else require_workspace().file_for(exercise)
+
+
+def check(store: Store, key: str, *, file: Path | None = None, device: str = "auto",
+          timeout: float = DEFAULT_TIMEOUT_S) -> GradeReport:
+    """Grade one exercise and record the outcome."""
+    exercise = find_exercise(key)
+    report = grade(exercise, learner_file(exercise, file), device=device, timeout=timeout)
+    store.record_check(exercise.id, report.passed, report.mistakes)
+    return report
+
+
+def next_exercise(store: Store) -> Exercise | None:
+    """The first exercise not passed yet (the one `check` grades when none is named)."""
+    progress = store.progress()
+    for exercise in load_catalog():
+        if not progress.get(exercise.id) or progress[exercise.id].status != "passed":
+            return exercise
+    return None
+
+
+@dataclass(frozen=True)
+class Hint:
+    exercise: Exercise
+    number: int      # 1-based
+    total: int
+    text: str
+
+
+def hint(store: Store, key: str) -> Hint:
+    exercise = find_exercise(key)
+    shown = store.take_hint(exercise.id, len(exercise.hints))
+    return Hint(exercise, shown, len(exercise.hints), exercise.hints[shown - 1])
+
+
+def solution(store: Store, key: str, *, force: bool = False) -> tuple[Exercise, str]:
+    exercise = find_exercise(key)
+    if not force and not store.exercise_progress(exercise.id).ever_passed:
+        raise DrillError(f"{exercise.id} has not passed yet, so its solution stays hidden. "
+                         f"Try `attn-drill hint {exercise.id}`, or `attn-drill solution {exercise.id} --force`.")
+    return exercise, exercise.solution_path.read_text(encoding="utf-8")
+
+
+def reset(key: str) -> tuple[Exercise, Path, Path | None]:
+    """Put the starter back; returns the exercise, its file and the backup of the old one."""
+    exercise = find_exercise(key)
+    workspace = require_workspace()
+    backup = reset_exercise(exercise, workspace, home() / "backups")
+    return exercise, workspace.file_for(exercise), backup
+
+
+@dataclass(frozen=True)
+class Statement:
+    exercise: Exercise
+    text: str
+    path: Path | None   # the file the learner edits, when a workspace is found
+
+
+def statement(key: str) -> Statement:
+    exercise = find_exercise(key)
+    text = ast.get_docstring(ast.parse(exercise.starter_path.read_text(encoding="utf-8"))) or ""
+    workspace = find_workspace()
+    return Statement(exercise, text, workspace.file_for(exercise) if workspace else None)
+
+
+@dataclass(frozen=True)
+class ExerciseRow:
+    exercise: Exercise
+    status: str
+
+
+def exercise_rows(store: Store) -> list[ExerciseRow]:
+    progress = store.progress()
+    return [ExerciseRow(ex, progress[ex.id].status if ex.id in progress else "pending") for ex in load_catalog()]
