@@ -197,7 +197,7 @@ def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto",
         shutil.rmtree(workdir, ignore_errors=True)
     if run.error == "no_cuda":
         raise DeviceUnavailable("--device cuda: no CUDA device is available here. Try --device cpu or --device auto.")
-    checks = _outcomes(run, child.returncode, timeout)
+    checks = _outcomes(run, child.returncode)
     passed = bool(checks) and all(c.passed for c in checks)
     return GradeReport(exercise.id, str(learner_file), passed, checks, run.device,
                        time.monotonic() - started, run.output_text())
@@ -272,6 +272,8 @@ def _kill_strays(marker: str) -> None:
 
 def _ending(run: _Run, returncode: int | None) -> str:
     """Why the child stopped before finishing, in the learner's terms."""
+    if run.forged:
+        return "your code wrote into the grader's result channel, so no result of this run can be trusted"
     if run.stopped:
         what = run.stopped
     elif returncode is not None and returncode < 0:
@@ -279,8 +281,6 @@ def _ending(run: _Run, returncode: int | None) -> str:
             what = f"crashed with signal {signal.Signals(-returncode).name}"
         except ValueError:
             what = f"crashed with signal {-returncode}"
-    elif run.forged:
-        what = "wrote into the grader's result channel, so no result could be trusted,"
     else:
         what = f"exited the process (exit code {returncode})"
     if run.importing:
@@ -291,7 +291,7 @@ def _ending(run: _Run, returncode: int | None) -> str:
     return f"the grading process ended early ({what}) before any of your code ran"
 
 
-def _outcomes(run: _Run, returncode: int | None, timeout: float) -> list[CheckResult]:
+def _outcomes(run: _Run, returncode: int | None) -> list[CheckResult]:
     """One result per collected check; a check without a signed result has failed."""
     clean = run.done and returncode in (0, 1) and not run.forged and not run.stopped
     if run.internal:
@@ -300,10 +300,12 @@ def _outcomes(run: _Run, returncode: int | None, timeout: float) -> list[CheckRe
         tail = run.output_text()[-2000:]
         return [CheckResult("grading process starts", False, _ending(run, returncode) + (f"\n{tail}" if tail else ""))]
     ending = None if clean else _ending(run, returncode)
+    if run.forged:
+        return [CheckResult(check["name"], False, ending) for check in run.collected]
     checks = []
     for check in run.collected:
         result = run.results.get(check["id"])
-        if result is not None and not run.forged:
+        if result is not None:
             checks.append(CheckResult(check["name"], bool(result["passed"]), result["message"], result.get("mistake")))
         elif check["id"] == run.current and not clean:
             checks.append(CheckResult(check["name"], False, ending))
