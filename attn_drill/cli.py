@@ -54,7 +54,7 @@ def status(ctx: typer.Context) -> None:
         return
     store = _store()
     following = practice.next_exercise(store)
-    render.status(out, practice.exercise_rows(store), following.id if following else None, None)
+    render.status(out, practice.exercise_rows(store), following.id if following else None, store.due_count())
 
 
 @app.command()
@@ -144,15 +144,63 @@ def reset(exercise: ExerciseArg) -> None:
     out.print(f"{shown.id}: {path} is the starter again." + (f" Your file was saved as {backup}." if backup else ""))
 
 
+class Lang(str, Enum):
+    en = "en"
+    zh = "zh"
+
+
+@app.command()
+def quiz(
+    topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", help="Only this topic; repeat it or separate topics with commas.")] = None,
+    count: Annotated[int, typer.Option("-n", "--count", min=0, help="How many questions.")] = 10,
+    review: Annotated[bool, typer.Option("--review", help="Ask the questions due today by spaced repetition, most overdue first.")] = False,
+    lang: Annotated[Optional[Lang], typer.Option("--lang", help="Language of the questions (default: from the locale, LANG=zh_CN.UTF-8 gives zh).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Pick the same questions again (with the same history).")] = None,
+) -> None:
+    """Take an interview quiz on attention.
+
+    Choices, true/false, numbers, code and open questions, in English or Chinese. Each answer
+    is saved at once and scheduled with FSRS spaced repetition; Ctrl-C or the end of input
+    ends the quiz and keeps your answers. Exit code: 0 when every answer was right (or none
+    was given), 1 when an answer was wrong (a card rated Again counts as wrong), 2 on usage
+    errors.  Example: attn-drill quiz --topic masking -n 5"""
+    from attn_drill.quiz import engine
+
+    session = engine.start_quiz(_store(), topics=topic, count=count, review=review, seed=seed,
+                                lang=lang.value if lang else None)
+    render.quiz_start(out, session)
+    summary = engine.run_quiz(session, render.TerminalQuiz(out, session.lang))
+    render.quiz_summary(out, summary, session.lang)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see the CLI contract).")] = False,
+) -> None:
+    """Show quiz mastery and exercise progress.
+
+    By topic: questions in the bank, answered at least once, right the last time, due today.
+    Example: attn-drill stats"""
+    from attn_drill.quiz.stats import stats as gather
+
+    shown = gather(_store())
+    if as_json:
+        print(json.dumps(shown.to_dict(), indent=2))
+    else:
+        render.stats(out, shown)
+
+
 @app.command()
 def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see the CLI contract).")] = False,
     jobs: Annotated[int, typer.Option(help="Gradings to run at once.")] = 2,
 ) -> None:
     """Prove the content: schemas, references pass, starters fail.  Example: attn-drill validate"""
-    from attn_drill.validation import ValidationReport, validate_exercises
+    from attn_drill.validation import ValidationReport, validate_exercises, validate_questions
 
     result = ValidationReport()
+    validate_questions(result)
     if as_json:
         validate_exercises(result, jobs=jobs)
         print(json.dumps(result.to_dict(), indent=2))

@@ -51,6 +51,7 @@ class GradeReport:
     device: str
     duration_s: float
     output: str = ""              # what the learner's code printed (head and tail)
+    questions_due: int = 0        # quiz questions on the named mistakes' concepts, made due now
 
     @property
     def mistakes(self) -> list[str]:

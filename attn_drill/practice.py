@@ -24,6 +24,14 @@ def check(store: Store, key: str, *, file: Path | None = None, device: str = "au
     exercise = find_exercise(key)
     report = grade(exercise, learner_file(exercise, file), device=device, timeout=timeout)
     store.record_check(exercise.id, report.passed, report.mistakes)
+    if report.mistakes:  # the quiz brings the concept behind each named mistake back: due now
+        from attn_drill.errors import ContentError
+        from attn_drill.quiz.engine import review_mistakes
+
+        try:
+            report.questions_due = len(review_mistakes(store, report.mistakes))
+        except ContentError:
+            pass  # a broken question bank must not hide the grade; `attn-drill validate` reports it
     return report
 
 

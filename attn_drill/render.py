@@ -36,6 +36,9 @@ def report(console: Console, result: GradeReport, *, verbose: bool = False) -> N
     else:
         console.print(f"[bold red]{passed} of {len(result.checks)} checks passed.[/] "
                       f"Fix the first failure, then run the check again; `attn-drill hint {result.exercise}` helps.")
+    if result.questions_due:
+        console.print(f"{result.questions_due} quiz questions on the idea behind your mistake are due now: "
+                      "`attn-drill quiz --review`.")
     if verbose and result.output.strip():
         console.print(Panel(Text(result.output), title="what your code printed", expand=False))
 
@@ -135,20 +138,19 @@ QUIZ_TEXT = {
         "card": "Answer aloud or on paper, then press Enter to see the model answer.",
         "your_answer": "Your answer: ", "press_enter": "Press Enter when ready: ",
         "rate": "Rate yourself (1 again · 2 hard · 3 good · 4 easy): ",
-        "right": "✓ Right.", "wrong": "✗ Wrong.", "dont_know": "The answer:", "answer_is": "The answer:",
-        "model_answer": "Model answer", "rated": "Rated {rating}.", "why": "Why",
+        "right": "✓ Right.", "wrong": "✗ Wrong. ", "answer_is": "The answer: ",
+        "model_answer": "Model answer", "rated": "Rated {rating}.", "why": "Why: ",
         "ratings": {1: "Again", 2: "Hard", 3: "Good", 4: "Easy"},
         "next_review": "Next review {when}.",
         "start": "Quiz: {count} questions ({topics}). Each answer is saved as you give it; Ctrl-C ends the quiz.",
         "start_review": "Review: {count} questions due, most overdue first. Each answer is saved as you give it; Ctrl-C ends.",
         "nothing_due": "Nothing is due for review.", "next_due": " The next question is due {when}.",
         "not_started": " Start with `attn-drill quiz`.",
-        "no_questions": "No questions asked.",
         "score_title": "Score by topic", "topic": "topic", "answered": "answered", "right_col": "right",
         "score": "score", "total": "total",
-        "ended_early": "Quiz ended early: your {n} answers are saved.",
-        "due_after": "Due now: {due} (`attn-drill quiz --review`).",
-        "now": "now", "in_minutes": "in {n} min", "in_hours": "in {n} h", "in_days": "in {n} days",
+        "ended_early": "Quiz ended early. Answers saved: {n}.",
+        "due_after": "Due today: {due} (`attn-drill quiz --review`).",
+        "now": "now", "in_minutes": "in {n} min", "in_hours": "in {n} h", "in_day": "in 1 day", "in_days": "in {n} days",
     },
     "zh": {
         "question": "第 {n}/{total} 题", "levels": {1: "简单", 2: "中等", 3: "困难"},
@@ -160,20 +162,19 @@ QUIZ_TEXT = {
         "card": "请口述或在纸上作答，然后按回车查看参考答案。",
         "your_answer": "你的答案：", "press_enter": "准备好后按回车：",
         "rate": "自评（1 重来 · 2 困难 · 3 良好 · 4 简单）：",
-        "right": "✓ 回答正确。", "wrong": "✗ 回答错误。", "dont_know": "答案：", "answer_is": "正确答案：",
-        "model_answer": "参考答案", "rated": "自评：{rating}。", "why": "解析",
+        "right": "✓ 回答正确。", "wrong": "✗ 回答错误。", "answer_is": "正确答案：",
+        "model_answer": "参考答案", "rated": "自评：{rating}。", "why": "解析：",
         "ratings": {1: "重来", 2: "困难", 3: "良好", 4: "简单"},
         "next_review": "下次复习：{when}。",
         "start": "测验：{count} 道题（{topics}）。每个答案提交后立即保存；按 Ctrl-C 结束。",
         "start_review": "复习：{count} 道到期的题，最早到期的在前。每个答案提交后立即保存；按 Ctrl-C 结束。",
-        "nothing_due": "目前没有需要复习的题。", "next_due": "下一道题将在{when}到期。",
+        "nothing_due": "目前没有需要复习的题。", "next_due": "下一道题到期：{when}。",
         "not_started": "先用 `attn-drill quiz` 开始测验。",
-        "no_questions": "没有出题。",
         "score_title": "各主题得分", "topic": "主题", "answered": "已答", "right_col": "答对",
         "score": "得分", "total": "合计",
         "ended_early": "测验提前结束：已答的 {n} 道题均已保存。",
-        "due_after": "现在到期：{due} 道（`attn-drill quiz --review`）。",
-        "now": "现在", "in_minutes": "{n} 分钟后", "in_hours": "{n} 小时后", "in_days": "{n} 天后",
+        "due_after": "今天到期：{due} 道（`attn-drill quiz --review`）。",
+        "now": "现在", "in_minutes": "{n} 分钟后", "in_hours": "{n} 小时后", "in_day": "1 天后", "in_days": "{n} 天后",
     },
 }
 
@@ -183,13 +184,14 @@ def _when(at, lang: str) -> str:
 
     words = QUIZ_TEXT[lang]
     seconds = (at - datetime.now(timezone.utc)).total_seconds()
-    if seconds < 60:
+    if seconds < 1:
         return words["now"]
     if seconds < 3600:
-        return words["in_minutes"].format(n=round(seconds / 60))
-    if seconds < 2 * 86400:
+        return words["in_minutes"].format(n=max(1, round(seconds / 60)))
+    if seconds < 86400:
         return words["in_hours"].format(n=round(seconds / 3600))
-    return words["in_days"].format(n=round(seconds / 86400))
+    days = round(seconds / 86400)
+    return words["in_day" if days == 1 else "in_days"].format(n=days)
 
 
 def quiz_start(console: Console, quiz) -> None:
@@ -218,9 +220,12 @@ class TerminalQuiz:
         self.console = console
         self.lang = lang
         self.words = QUIZ_TEXT[lang]
-        self.echo = not sys.stdin.isatty()   # piped answers: show them, so the transcript reads well
+        self.stdin_closed = sys.stdin is None
+        self.echo = self.stdin_closed or not sys.stdin.isatty()   # piped answers: show them in the transcript
 
     def _read(self, prompt: str) -> str:
+        if self.stdin_closed:
+            raise EOFError
         line = self.console.input(Text(prompt, style="bold"))
         if self.echo:
             self.console.print(Text(line))
@@ -228,14 +233,21 @@ class TerminalQuiz:
 
     def question(self, question, number: int, total: int) -> None:
         from rich.console import Group
+        from rich.syntax import Syntax  # only code questions pay for the highlighter
 
         words = self.words
-        parts: list = [Text(question.prompt.get(self.lang))]
+        parts: list = [Text(question.prompt.get(self.lang)), Text("")]
         if question.code:
             parts.append(Syntax(question.code.rstrip("\n"), "python", line_numbers=True, word_wrap=True,
                                 background_color="default"))
-        for letter, choice in zip(question.letters(), question.choices):
-            parts.append(Text.assemble((f" {letter}) ", "bold cyan"), choice.get(self.lang)))
+            parts.append(Text(""))
+        if question.choices:   # a grid, so a long choice wraps under its own text
+            grid = Table.grid(padding=(0, 1))
+            grid.add_column(style="bold cyan", no_wrap=True)
+            grid.add_column()
+            for letter, choice in zip(question.letters(), question.choices):
+                grid.add_row(f" {letter})", Text(choice.get(self.lang)))
+            parts.append(grid)
         kind = question.answer_kind
         unit = words["in_unit"].format(unit=question.unit.get(self.lang)) if question.unit else ""
         hint = words[kind].format(span=f"a-{question.letters()[-1]}" if question.choices else "", unit=unit)
@@ -265,20 +277,30 @@ class TerminalQuiz:
         elif result.correct:
             self.console.print(Text(words["right"], style="bold green"))
         else:
-            head = Text(words["wrong"] + " ", style="bold red") if not result.dont_know else Text()
-            head.append(words["dont_know" if result.dont_know else "answer_is"] + " ", style="bold")
-            head.append(result.expected)
-            self.console.print(head)
+            head = Text(words["wrong"], style="bold red") if not result.dont_know else Text()
+            head.append(words["answer_is"].rstrip() if "\n" in result.expected else words["answer_is"], style="bold")
+            if "\n" in result.expected:   # several letters: one per line, below
+                from rich.padding import Padding
+
+                self.console.print(head)
+                self.console.print(Padding(Text(result.expected), (0, 0, 0, 2)))
+            else:
+                head.append(result.expected)
+                self.console.print(head)
         if result.correct and result.question.kind != "card":
-            self.console.print(Text(result.expected, style="green"))
+            from rich.padding import Padding
+
+            self.console.print(Padding(Text(result.expected, style="green"), (0, 0, 0, 2)))
         if result.explanation:
-            self.console.print(Text.assemble((words["why"] + ": ", "bold"), result.explanation))
+            self.console.print(Text.assemble((words["why"], "bold"), result.explanation))
         self.console.print(Text(words["next_review"].format(when=_when(result.next_due, self.lang)), style="dim"))
 
 
 def quiz_summary(console: Console, summary, lang: str = "en") -> None:
     """The score table by topic at the end of a quiz, and what is due next."""
     words = QUIZ_TEXT[lang]
+    if summary.ended_early:
+        console.print()   # the input line that was cut short
     if summary.answered:
         table = Table(title=words["score_title"])
         for column in ("topic", "answered", "right_col", "score"):
@@ -290,15 +312,12 @@ def quiz_summary(console: Console, summary, lang: str = "en") -> None:
                       f"{summary.correct / summary.answered:.0%}", style="bold")
         console.print()
         console.print(table)
-    elif summary.planned:
-        console.print()
-        console.print(Text(words["no_questions"]))
     if summary.ended_early:
         console.print(Text(words["ended_early"].format(n=summary.answered), style="yellow"))
     if summary.answered or summary.ended_early:
-        line = words["due_after"].format(due=summary.due_now)
+        line = words["due_after"].format(due=summary.due_today)
         if summary.next_due is not None:
-            line += " " + words["next_due"].format(when=_when(summary.next_due, lang)).strip()
+            line += ("" if lang == "zh" else " ") + words["next_due"].format(when=_when(summary.next_due, lang)).strip()
         console.print(Text(line, style="dim"))
 
 
@@ -320,7 +339,7 @@ def stats(console: Console, shown) -> None:
     table.add_row("total", *map(str, totals), f"{totals[2] / totals[0]:.0%}" if totals[0] else "", style="bold")
     console.print(table)
     console.print("[dim]answered: questions answered at least once · correct: right the last time they were asked "
-                  "(a card: rated Hard or better) · due: asked again by `attn-drill quiz --review`[/]")
+                  "(a card: rated Hard or better) · due: due today, asked by `attn-drill quiz --review`[/]")
     exercise_table(console, shown.exercises)
     passed = sum(row.status == "passed" for row in shown.exercises)
     console.print(f"Exercises passed: {passed}/{len(shown.exercises)}.")

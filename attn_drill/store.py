@@ -12,13 +12,14 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable, Iterable
 
 from attn_drill.errors import StoreError
 
 DB_NAME = "attn-drill.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 1: exercises and hints; 2: + quiz answers and FSRS cards (a v1 file upgrades in place)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exercise_progress (
     exercise     TEXT PRIMARY KEY,
@@ -38,6 +39,24 @@ CREATE TABLE IF NOT EXISTS hints (
     exercise     TEXT PRIMARY KEY,
     hints_shown  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quiz_answers (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    question  TEXT NOT NULL,
+    topic     TEXT NOT NULL,
+    correct   INTEGER NOT NULL,          -- 1 right (a card: rated Hard or better), 0 wrong
+    rating    INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 4),   -- FSRS: 1 Again .. 4 Easy
+    answer    TEXT NOT NULL,             -- what the learner typed
+    at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quiz_answers_question ON quiz_answers (question);
+CREATE TABLE IF NOT EXISTS quiz_cards (
+    question    TEXT PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    card        TEXT NOT NULL,           -- fsrs Card.to_dict() as JSON
+    due         REAL NOT NULL,           -- the card's due time, Unix seconds
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quiz_cards_due ON quiz_cards (due);
 """
 
 
@@ -53,6 +72,19 @@ def home() -> Path:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+DAY_STARTS_AT_HOUR = 4   # as in Anki: a study day ends at 4 am local time, not at midnight
+
+
+def day_end(at: datetime | None = None) -> float:
+    """The end of the study day containing ``at`` (default now), as Unix seconds: quiz
+    questions due before it are "due today"."""
+    local = (at or datetime.now(timezone.utc)).astimezone()
+    end = local.replace(hour=DAY_STARTS_AT_HOUR, minute=0, second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)
+    return end.timestamp()
 
 
 @dataclass(frozen=True)
@@ -115,6 +147,68 @@ class Store:
             db.execute("INSERT INTO hints (exercise, hints_shown) VALUES (?, ?) "
                        "ON CONFLICT (exercise) DO UPDATE SET hints_shown = excluded.hints_shown", (exercise, shown))
         return shown
+
+    # -- quiz ----------------------------------------------------------------------------
+
+    def record_answer(self, question: str, topic: str, *, correct: bool, rating: int, answer: str,
+                      review: Callable[[str | None], tuple[str, float]]) -> None:
+        """Keep one answer and its review in ONE transaction: ``review`` gets the question's
+        card (JSON, None before its first answer) and returns the new card and its due time."""
+        with self.transaction() as db:
+            row = db.execute("SELECT card FROM quiz_cards WHERE question = ?", (question,)).fetchone()
+            card, due = review(row[0] if row else None)
+            at = now()
+            db.execute("INSERT INTO quiz_answers (question, topic, correct, rating, answer, at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (question, topic, int(correct), rating, answer, at))
+            self._put_card(db, question, topic, card, due, at)
+
+    def make_due(self, questions: Iterable[tuple[str, str]],
+                 bring_due: Callable[[str, str | None], tuple[str, float]]) -> None:
+        """Make (question, topic) pairs due now, in one transaction: ``bring_due(question, card)``
+        returns the card made due and its due time."""
+        with self.transaction() as db:
+            at = now()
+            for question, topic in questions:
+                row = db.execute("SELECT card FROM quiz_cards WHERE question = ?", (question,)).fetchone()
+                card, due = bring_due(question, row[0] if row else None)
+                self._put_card(db, question, topic, card, due, at)
+
+    @staticmethod
+    def _put_card(db, question: str, topic: str, card: str, due: float, at: str) -> None:
+        db.execute("""INSERT INTO quiz_cards (question, topic, card, due, updated_at) VALUES (?, ?, ?, ?, ?)
+                      ON CONFLICT (question) DO UPDATE SET topic = excluded.topic, card = excluded.card,
+                          due = excluded.due, updated_at = excluded.updated_at""",
+                   (question, topic, card, due, at))
+
+    def due_questions(self, at: float) -> list[tuple[str, float]]:
+        """(question, due) for every question due at ``at`` (Unix seconds), most overdue first."""
+        return self._db.execute("SELECT question, due FROM quiz_cards WHERE due <= ? ORDER BY due, question",
+                                (at,)).fetchall()
+
+    def due_count(self, at: float | None = None) -> int:
+        """How many questions are due at ``at`` (default: the end of today, see day_end)."""
+        at = day_end() if at is None else at
+        return self._db.execute("SELECT COUNT(*) FROM quiz_cards WHERE due <= ?", (at,)).fetchone()[0]
+
+    def card_dues(self) -> dict[str, float]:
+        """Every question that has a card, with its due time."""
+        return dict(self._db.execute("SELECT question, due FROM quiz_cards"))
+
+    def cards(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT question, card FROM quiz_cards"))
+
+    def answer_summary(self) -> dict[str, tuple[int, bool]]:
+        """question -> (answers given, whether the latest was right)."""
+        rows = self._db.execute(
+            """SELECT a.question, counts.n, a.correct FROM quiz_answers a
+               JOIN (SELECT question, COUNT(*) AS n, MAX(id) AS last FROM quiz_answers GROUP BY question) counts
+                 ON a.id = counts.last""")
+        return {question: (n, bool(correct)) for question, n, correct in rows}
+
+    def answers(self) -> list[dict]:
+        """Every answer kept, oldest first."""
+        rows = self._db.execute("SELECT question, topic, correct, rating, answer, at FROM quiz_answers ORDER BY id")
+        return [dict(zip(("question", "topic", "correct", "rating", "answer", "at"), row)) for row in rows]
 
 
 def open_store(folder: Path | None = None) -> Store:

@@ -93,3 +93,12 @@ def validate_exercises(report: ValidationReport, *, jobs: int = 2,
                 report.exercises[exercise.id]["starter_fails"] = not passed
                 if passed:
                     report.problems.append(f"{exercise.id}: the starter passes its checks; they test nothing it lacks.")
+
+
+def validate_questions(report: ValidationReport) -> None:
+    """Check the question bank against its schema (docs/question-bank.md): fill the report's
+    ``questions`` counts and add every problem, naming the file, the question id and the field."""
+    from attn_drill.quiz.bank import bank_report
+
+    report.questions, problems = bank_report()
+    report.problems += problems

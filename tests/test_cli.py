@@ -113,3 +113,14 @@ def test_validate_exercises(cli):
     for exercise in load_catalog():
         assert report["exercises"][exercise.id] == {"reference_passes": True, "starter_fails": True}
     assert result.code == (1 if report["problems"] else 0)
+
+
+def test_a_named_mistake_brings_its_quiz_questions_back(cli, tmp_path):
+    broken = tmp_path / "ex01_self_attention.py"
+    broken.write_text(find_exercise("ex1").solution_path.read_text().replace("* scale  # (..., L, S)", "  # (..., L, S)"))
+    result = cli("check", "ex1", "--file", broken)
+    assert result.code == 1
+    assert "Your output equals attention without the 1/sqrt(d) scale" in result.stdout
+    assert "quiz questions on the idea behind your mistake are due now" in result.stdout
+    due = json.loads(cli("stats", "--json").stdout)["quiz"]["topics"]
+    assert sum(topic["due"] for topic in due.values()) > 0

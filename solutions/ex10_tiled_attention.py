@@ -1,0 +1,106 @@
+"""ex10 · Tiled attention with an online softmax (the FlashAttention forward pass)
+
+Write one function.
+
+``tiled_attention(q, k, v, block_size=64, causal=False, scale=None) -> out``
+
+    out = softmax(q @ k^T * scale) @ v        scale defaults to 1 / sqrt(D)
+
+computed one block of keys at a time, so the full ``L x S`` score matrix never exists.
+
+- q ``(B, H, L, D)``, k ``(B, H, S, D)``, v ``(B, H, S, Dv)``; out ``(B, H, L, Dv)``.
+- Walk over the keys in blocks of ``block_size`` (the last block may be shorter; a
+  ``block_size`` of S or more is one block). For each block, compute that block's scores
+  ``(B, H, L, block)`` and fold them into running statistics kept per query row: the
+  running maximum ``m``, the running sum of exponentials ``l`` and the unnormalised output
+  ``acc``. When a block raises the maximum from ``m`` to ``m_new``, rescale the old ``l`` and
+  ``acc`` by ``exp(m - m_new)`` before adding the block's terms; divide ``acc`` by ``l`` at
+  the end.
+- **Never hold an ``L x S`` matrix**: not the scores, not the weights, not a full causal mask;
+  build what a block needs for that block only. The checks watch every tensor your code
+  creates on q, k, v of shape ``(1, 2, 64, 4)`` with ``block_size=8`` and fail when one has
+  ``L * S = 4096`` elements or more (a blocked loop's largest is ``B*H*L*block_size = 1024``).
+- ``causal=True``: query ``i`` may attend to key ``j`` iff ``j <= i + (S - L)``, the
+  bottom-right alignment used across this catalog (the last query sees every key, as with a
+  KV cache). When L > S the first ``L - S`` queries see no key: their output is 0, never
+  NaN, in the forward pass or in gradients.
+- Numerically stable for scores of order 1e4 (no overflow); keep the inputs' dtype and
+  device; never modify an input in place; the result must be differentiable by autograd
+  (gradients reach q, k and v).
+- Raise ``ValueError`` naming the argument when ``block_size`` is below 1, when q and k
+  disagree on D, or when k and v disagree on S.
+
+Forbidden here: ``torch.nn.MultiheadAttention``,
+``torch.nn.functional.multi_head_attention_forward``,
+``torch.nn.functional.scaled_dot_product_attention`` (and the fused attention kernels behind it).
+
+中文：
+
+实现函数 ``tiled_attention``：分块计算 ``out = softmax(q @ k^T * scale) @ v``（scale 默认
+``1/sqrt(D)``），即 FlashAttention 的前向算法，全程不构造完整的 ``L x S`` 分数矩阵。
+q ``(B, H, L, D)``，k ``(B, H, S, D)``，v ``(B, H, S, Dv)``，输出 ``(B, H, L, Dv)``。
+按 ``block_size`` 个 key 一块依次处理（最后一块可以较短；``block_size`` 不小于 S 时只有一块）：
+对每一块计算 ``(B, H, L, block)`` 的分数，并更新每个 query 行的在线统计量——当前最大值 ``m``、
+指数和 ``l`` 与未归一化的输出 ``acc``。某块把最大值从 ``m`` 提高到 ``m_new`` 时，先把旧的
+``l`` 和 ``acc`` 乘以 ``exp(m - m_new)`` 再加上这一块的贡献；最后用 ``acc / l`` 得到输出。
+**任何时候都不能持有 ``L x S`` 的矩阵**：分数矩阵、权重、完整的因果掩码都不行，每块只构造
+这一块需要的部分。检查会在 q、k、v 形状为 ``(1, 2, 64, 4)``、``block_size=8`` 时监视你的代码
+创建的每个张量，只要有一个达到 ``L * S = 4096`` 个元素就判为失败（分块循环中最大的张量约为
+``B*H*L*block_size = 1024`` 个元素）。``causal=True`` 时，query ``i`` 可以注意 key ``j`` 当且仅当
+``j <= i + (S - L)``（右下角对齐，与本题库其他练习一致，最后一个 query 能看到所有 key）；
+L > S 时前 ``L - S`` 个 query 看不到任何 key，输出为 0，前向与梯度中都不能出现 NaN。
+分数达到 1e4 量级时也不能溢出；保持输入的 dtype 与 device，不要原地修改输入；结果要能由
+autograd 求导。``block_size`` 小于 1、q 与 k 的 D 不一致、k 与 v 的 S 不一致时，抛出写明参数名
+的 ``ValueError``。
+
+禁止使用：``torch.nn.MultiheadAttention``、``torch.nn.functional.multi_head_attention_forward``、
+``torch.nn.functional.scaled_dot_product_attention``（以及它背后的融合注意力算子）。
+"""
+
+import math
+
+import torch
+
+
+def tiled_attention(q, k, v, block_size=64, causal=False, scale=None):
+    # 0) check the arguments
+    if block_size < 1:
+        raise ValueError(f"block_size must be at least 1, got {block_size}")
+    if q.size(-1) != k.size(-1):
+        raise ValueError(f"q and k must share their last dimension D, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if k.size(-2) != v.size(-2):
+        raise ValueError(f"k and v must share their key length S, got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    L, S = q.size(-2), k.size(-2)  # query length, key length
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.size(-1))
+
+    # 1) running statistics, one per query row
+    m = q.new_full((*q.shape[:-1], 1), float("-inf"))  # (B, H, L, 1) running max of the scores
+    l = q.new_zeros((*q.shape[:-1], 1))                 # (B, H, L, 1) running sum of exp(score - m)
+    acc = q.new_zeros((*q.shape[:-1], v.size(-1)))      # (B, H, L, Dv) running sum of exp(score - m) v
+    rows = torch.arange(L, device=q.device).unsqueeze(-1)  # (L, 1) query positions
+
+    for start in range(0, S, block_size):
+        k_blk = k[..., start:start + block_size, :]  # (B, H, Bk, D)
+        v_blk = v[..., start:start + block_size, :]  # (B, H, Bk, Dv)
+
+        # 2) this block's scores: (B, H, L, D) x (B, H, D, Bk) -> (B, H, L, Bk)
+        scores = q @ k_blk.transpose(-2, -1) * scale  # (B, H, L, Bk)
+        if causal:
+            cols = torch.arange(start, start + k_blk.size(-2), device=q.device)  # (Bk,) key positions
+            allowed = cols <= rows + (S - L)                                      # (L, Bk), bottom-right
+            scores = scores.masked_fill(~allowed, float("-inf"))                  # (B, H, L, Bk)
+
+        # 3) online softmax: the new running max, and the factor that rescales the old statistics
+        m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))  # (B, H, L, 1)
+        m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)      # rows with no key yet: avoid -inf - -inf
+        alpha = torch.exp(m - m_safe)                                # (B, H, L, 1), 0 on the first block
+        p = torch.exp(scores - m_safe)                               # (B, H, L, Bk), masked keys give 0
+
+        # 4) fold the block in: rescale, then add its terms
+        l = l * alpha + p.sum(dim=-1, keepdim=True)  # (B, H, L, 1)
+        acc = acc * alpha + p @ v_blk                # (B, H, L, Bk) x (B, H, Bk, Dv) -> (B, H, L, Dv)
+        m = m_new
+
+    # 5) normalise; a query that saw no key (l = 0, acc = 0) gets 0, not 0 / 0
+    return acc / l.masked_fill(l == 0, 1.0)  # (B, H, L, Dv)
