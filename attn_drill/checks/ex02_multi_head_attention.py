@@ -3,10 +3,9 @@
 import math
 
 import torch
-from torch import nn
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
+    DTYPES, Mistake, builtin_multihead, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
     expect_tensor, expect_tuple, fail, fail_naming, grad_of, randn, random_mask, require_defined,
 )
 from attn_drill.checks.mistakes import ATTENTION_VARIANTS, MASK_INVERTED, attention
@@ -133,12 +132,9 @@ def check_matches_builtin(learner, reference, device):
     B, L, S, E, H = 2, 4, 6, 8, 2
     for dtype in DTYPES:
         mine, ref = modules(learner, reference, E, H, dtype, device, seed=5)
-        builtin = nn.MultiheadAttention(E, H, batch_first=True).to(device=device, dtype=dtype).eval()
-        with torch.no_grad():
-            builtin.in_proj_weight.copy_(torch.cat([ref.q_proj.weight, ref.k_proj.weight, ref.v_proj.weight]))
-            builtin.in_proj_bias.copy_(torch.cat([ref.q_proj.bias, ref.k_proj.bias, ref.v_proj.bias]))
-            builtin.out_proj.weight.copy_(ref.out_proj.weight)
-            builtin.out_proj.bias.copy_(ref.out_proj.bias)
+        builtin = builtin_multihead(H, torch.cat([ref.q_proj.weight, ref.k_proj.weight, ref.v_proj.weight]),
+                                    torch.cat([ref.q_proj.bias, ref.k_proj.bias, ref.v_proj.bias]),
+                                    ref.out_proj.weight, ref.out_proj.bias)
         query = randn(B, L, E, dtype=dtype, device=device, seed=40)
         memory = randn(B, S, E, dtype=dtype, device=device, seed=41)
         mask = random_mask(L, S, device=device, seed=42)  # True = may attend

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
+    DTYPES, Mistake, builtin_multihead, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
     expect_tensor, fail, fail_naming, randn, require_defined,
 )
 from attn_drill.checks.mistakes import CAUSAL_INVERTED, NO_SCALE
@@ -207,13 +207,7 @@ def check_matches_builtin(learner, reference, device):
     for dtype in DTYPES:
         for seed, (B, T, E, H, bias) in enumerate([(2, 5, 8, 2, True), (3, 4, 6, 3, False), (1, 7, 4, 1, True)]):
             mine, ref = make_pair(learner, reference, E, H, bias=bias, dtype=dtype, device=device, seed=20 + seed)
-            mha = nn.MultiheadAttention(E, H, bias=bias, batch_first=True, dtype=dtype, device=device).eval()
-            with torch.no_grad():
-                mha.in_proj_weight.copy_(ref.qkv.weight)
-                mha.out_proj.weight.copy_(ref.out_proj.weight)
-                if bias:
-                    mha.in_proj_bias.copy_(ref.qkv.bias)
-                    mha.out_proj.bias.copy_(ref.out_proj.bias)
+            mha = builtin_multihead(H, ref.qkv.weight, ref.qkv.bias, ref.out_proj.weight, ref.out_proj.bias)
             x = 2 * randn(B, T, E, dtype=dtype, device=device, seed=90 + seed)  # (B, T, E)
             # nn.MultiheadAttention's boolean attn_mask has the opposite polarity: True = NOT allowed.
             not_allowed = torch.ones(T, T, dtype=torch.bool, device=device).triu(diagonal=1)  # (T, T)

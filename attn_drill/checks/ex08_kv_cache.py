@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
+    DTYPES, Mistake, builtin_multihead, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
     expect_tensor, expect_tuple, fail, randn, require_defined,
 )
 from attn_drill.checks.mistakes import CAUSAL_TOP_LEFT
@@ -188,13 +188,8 @@ def check_no_cache(learner, reference, device):
             causal_missing = [(CAUSAL_MISSING, lambda: decode_variant(ref, x[:, :0], x, H, "unmasked"))]
             compare("the output with cache=None", forward(learner, mine, x), ref(x), inputs=inputs,
                     mistakes=causal_missing)
-            mha = nn.MultiheadAttention(E, H, bias=bias, batch_first=True, dtype=dtype, device=device).eval()
+            mha = builtin_multihead(H, ref.qkv.weight, ref.qkv.bias, ref.out_proj.weight, ref.out_proj.bias)
             with torch.no_grad():
-                mha.in_proj_weight.copy_(ref.qkv.weight)
-                mha.out_proj.weight.copy_(ref.out_proj.weight)
-                if bias:
-                    mha.in_proj_bias.copy_(ref.qkv.bias)
-                    mha.out_proj.bias.copy_(ref.out_proj.bias)
                 # nn.MultiheadAttention's boolean attn_mask has the opposite polarity: True = NOT allowed.
                 not_allowed = torch.ones(T, T, dtype=torch.bool, device=device).triu(diagonal=1)  # (T, T)
                 expected, _ = mha(x, x, x, attn_mask=not_allowed, need_weights=False)  # (B, T, E)

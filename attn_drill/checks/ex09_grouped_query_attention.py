@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
+    DTYPES, Mistake, builtin_multihead, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
     expect_tensor, fail, randn, random_mask, require_defined,
 )
 from attn_drill.checks.mistakes import ATTENTION_VARIANTS, attention
@@ -163,12 +163,10 @@ def check_multi_head(learner, reference, device):
             expected = F.linear(y, p["out_proj.weight"], p["out_proj.bias"])  # (B, T, E)
         compare("out (multi-head case)", out, expected, inputs=inputs, mistakes=gqa_mistakes(x, p, H, H, mask))
 
-        mha = nn.MultiheadAttention(E, H, bias=True, batch_first=True, dtype=dtype, device=device)
+        mha = builtin_multihead(H, torch.cat([p["q_proj.weight"], p["k_proj.weight"], p["v_proj.weight"]]),
+                                torch.cat([p["q_proj.bias"], p["k_proj.bias"], p["v_proj.bias"]]),
+                                p["out_proj.weight"], p["out_proj.bias"])
         with torch.no_grad():
-            mha.in_proj_weight.copy_(torch.cat([p["q_proj.weight"], p["k_proj.weight"], p["v_proj.weight"]]))
-            mha.in_proj_bias.copy_(torch.cat([p["q_proj.bias"], p["k_proj.bias"], p["v_proj.bias"]]))
-            mha.out_proj.weight.copy_(p["out_proj.weight"])
-            mha.out_proj.bias.copy_(p["out_proj.bias"])
             # nn.MultiheadAttention's boolean mask has the opposite polarity: True = may NOT attend
             builtin, _ = mha(x, x, x, attn_mask=~mask, need_weights=False)
         compare("out against nn.MultiheadAttention (its mask polarity converted: True = not allowed)",

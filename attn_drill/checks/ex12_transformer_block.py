@@ -6,7 +6,7 @@ from torch import nn
 
 from attn_drill.checks.harness import (
     DTYPES, CheckFailure, Mistake, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
-    expect_tensor, expect_tuple, fail, grad_of, randn, random_mask, require_defined,
+    expect_tensor, expect_tuple, fail, grad_of, load_multihead, randn, random_mask, require_defined,
 )
 from attn_drill.checks.mistakes import ATTENTION_VARIANTS, MASK_INVERTED, attention
 
@@ -146,12 +146,10 @@ def builtin_layer(ref, E, H, F_, dtype, device):
     """nn.TransformerEncoderLayer with the reference block's weights."""
     layer = nn.TransformerEncoderLayer(d_model=E, nhead=H, dim_feedforward=F_, dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True).to(device=device, dtype=dtype).eval()
+    a = ref.attn
+    load_multihead(layer.self_attn, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                   torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]), a.out_proj.weight, a.out_proj.bias)
     with torch.no_grad():
-        a = ref.attn
-        layer.self_attn.in_proj_weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
-        layer.self_attn.in_proj_bias.copy_(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
-        layer.self_attn.out_proj.weight.copy_(a.out_proj.weight)
-        layer.self_attn.out_proj.bias.copy_(a.out_proj.bias)
         for mine, theirs in ((ref.ffn.fc1, layer.linear1), (ref.ffn.fc2, layer.linear2),
                              (ref.ln1, layer.norm1), (ref.ln2, layer.norm2)):
             theirs.weight.copy_(mine.weight)
