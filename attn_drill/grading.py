@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import selectors
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attn_drill import content
-from attn_drill.catalog import Exercise
-from attn_drill.channel import read_record
 from attn_drill.errors import DeviceUnavailable, DrillError
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from attn_drill.catalog import Exercise
 
 DEFAULT_TIMEOUT_S = 60.0
 STARTUP_LIMIT_S = 120.0        # importing torch and pytest, before the learner's time starts
@@ -145,6 +144,11 @@ def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto",
 
     Raises DrillError for bad input (missing file, unknown device, no CUDA for --device cuda).
     """
+    import secrets  # here, not at the top: commands that grade nothing start faster
+    import shutil
+    import subprocess
+    import tempfile
+
     if device not in DEVICES:
         raise DrillError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
     if timeout <= 0:
@@ -207,6 +211,10 @@ def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto",
 def _watch(child, run: _Run, key: bytes, result_read: int, output_read: int,
            started: float, timeout: float) -> None:
     """Read both pipes until the child ends or must be stopped."""
+    import selectors
+
+    from attn_drill.channel import read_record
+
     selector = selectors.DefaultSelector()
     selector.register(result_read, selectors.EVENT_READ, "results")
     selector.register(output_read, selectors.EVENT_READ, "output")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from attn_drill.catalog import Exercise, find_exercise, load_catalog
 from attn_drill.errors import DrillError
-from attn_drill.grading import DEFAULT_TIMEOUT_S, GradeReport, grade
+from attn_drill.grading import DEFAULT_TIMEOUT_S, GradeReport
 from attn_drill.store import Store, home
 from attn_drill.workspace import find_workspace, require_workspace, reset_exercise
 
@@ -21,6 +21,8 @@ def learner_file(exercise: Exercise, file: Path | None) -> Path:
 def check(store: Store, key: str, *, file: Path | None = None, device: str = "auto",
           timeout: float = DEFAULT_TIMEOUT_S) -> GradeReport:
     """Grade one exercise and record the outcome."""
+    from attn_drill.grading import grade
+
     exercise = find_exercise(key)
     report = grade(exercise, learner_file(exercise, file), device=device, timeout=timeout)
     store.record_check(exercise.id, report.passed, report.mistakes)

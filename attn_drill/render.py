@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from attn_drill.grading import GradeReport
-from attn_drill.practice import ExerciseRow, Hint, Statement
-from attn_drill.validation import ValidationReport
-from attn_drill.workspace import InitResult
+if TYPE_CHECKING:  # types only: importing them would slow every command's start
+    from attn_drill.grading import GradeReport
+    from attn_drill.practice import ExerciseRow, Hint, Statement
+    from attn_drill.validation import ValidationReport
+    from attn_drill.workspace import InitResult
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "pending": "dim"}
 DIFFICULTY = {1: "easy", 2: "medium", 3: "hard"}
@@ -65,10 +67,8 @@ def exercise_table(console: Console, rows: list[ExerciseRow]) -> None:
 
 
 def statement(console: Console, shown: Statement) -> None:
-    from rich.markdown import Markdown  # only `show` pays for the Markdown parser
-
     ex = shown.exercise
-    console.print(Panel(Markdown(shown.text), title=f"{ex.id} · {ex.title} · {ex.title_zh}", expand=True))
+    console.print(Panel(Text(shown.text), title=f"{ex.id} · {ex.title} · {ex.title_zh}", expand=True))
     if shown.path is not None:
         console.print(f"Edit [bold]{shown.path}[/], then run `attn-drill check {ex.id}`.")
     else:
