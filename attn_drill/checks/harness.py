@@ -229,6 +229,22 @@ def _named_arguments(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str,
         return [(f"argument {i + 1}", value) for i, value in enumerate(args)] + list(kwargs.items())
 
 
+def expect_value_error(what: str, fn: Callable, names: Sequence[str], *args, **kwargs) -> None:
+    """Learner code ``fn(*args, **kwargs)`` must raise ValueError whose message names one of
+    ``names`` as a word (so "x" is not found in "expected")."""
+    try:
+        guarded(what, _expect_value_error(fn), *args, **kwargs)
+    except CheckFailure as failure:
+        if not isinstance(failure.__cause__, _RaisedValueError):
+            raise
+        message = str(failure.__cause__.error)
+        if not any(re.search(rf"\b{re.escape(name)}\b", message) for name in names):
+            fail(f"{what} raised ValueError({message!r}); say which argument is wrong "
+                 f"(mention {' or '.join(repr(n) for n in names)}).")
+        return
+    fail(f"{what} should raise ValueError naming the argument, but it returned normally.")
+
+
 class _RaisedValueError(Exception):
     def __init__(self, error: ValueError):
         self.error = error
@@ -278,18 +294,7 @@ class Learner:
 
     def raises(self, case: str, names: Sequence[str], fn_name: str, *args, **kwargs) -> None:
         """Fail unless ``fn_name(*args)`` raises ValueError whose message names one of ``names``."""
-        what = f"{fn_name}() with {case}"
-        try:
-            guarded(what, _expect_value_error(self.get(fn_name)), *args, **kwargs)
-        except CheckFailure as failure:
-            if not isinstance(failure.__cause__, _RaisedValueError):
-                raise
-            message = str(failure.__cause__.error)
-            if not any(re.search(rf"\b{re.escape(name)}\b", message) for name in names):
-                fail(f"{what} raised ValueError({message!r}); say which argument is wrong "
-                     f"(mention {' or '.join(repr(n) for n in names)}).")
-            return
-        fail(f"{what} should raise ValueError naming the argument, but it returned normally.")
+        expect_value_error(f"{fn_name}() with {case}", self.get(fn_name), names, *args, **kwargs)
 
     def run(self, obj, *args, what: str | None = None, **kwargs):
         """Call a learner object (a module's forward, a method)."""
