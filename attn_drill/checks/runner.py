@@ -97,6 +97,7 @@ def main() -> None:
         channel.send("error", kind="no_cuda")
         os._exit(3)
     device = torch.device("cuda" if wanted in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(1)  # the checks' tensors are tiny: more threads only contend for the cores
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 tolerances assume full precision
     torch.backends.cudnn.allow_tf32 = False
 
