@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, describe, expect_tensor, expect_tuple, fail, fail_naming,
-    grad_of, randn, random_mask, require_defined,
+    DTYPES, Mistake, check, compare, compare_gradients, describe, expect_tensor, expect_tuple, fail,
+    fail_naming, randn, random_mask, require_defined,
 )
 from attn_drill.checks.mistakes import attention, attention_mistakes
 
@@ -92,13 +92,9 @@ def check_fully_masked_rows(learner, reference, device):
             fail(f"{name} has NaN for {inputs}: the softmax of a row of -inf is NaN; set that row to 0.")
     expected = reference.scaled_dot_product_attention(q, k, v, mask=mask)
     compare_attention(out, weights, expected, q, k, v, mask, inputs=inputs)
-    got = grad_of("out", out, {"q": q, "k": k, "v": v})
-    want = grad_of("the reference's out", expected[0], {"q": q, "k": k, "v": v})
-    for name in got:
-        if not torch.isfinite(got[name]).all():
-            fail(f"the gradient of {name} has NaN or inf for {inputs}: a fully-masked row must not poison the "
-                 "backward pass (mask the scores, then zero the NaN weights with masked_fill, not arithmetic).")
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+    compare_gradients(out, expected[0], {"q": q, "k": k, "v": v}, inputs=inputs,
+                      nonfinite="a fully-masked row must not poison the backward pass (mask the scores, then "
+                                "zero the NaN weights with masked_fill, not arithmetic).")
 
 
 @check("large logits (about 1e4) give finite, correct results")
@@ -132,11 +128,8 @@ def check_gradients(learner, reference, device):
     mask = random_mask(5, 7, device=device, seed=12)
     inputs = describe(q=q, k=k, v=v, mask=mask)
     out, _ = sdpa(learner, q, k, v, mask=mask)
-    got = grad_of("out", out, {"q": q, "k": k, "v": v})
-    want = grad_of("the reference's out", reference.scaled_dot_product_attention(q, k, v, mask=mask)[0],
-                   {"q": q, "k": k, "v": v})
-    for name in got:
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+    compare_gradients(out, reference.scaled_dot_product_attention(q, k, v, mask=mask)[0],
+                      {"q": q, "k": k, "v": v}, inputs=inputs)
 
 
 @check("self_attention projects with w_q, w_k, w_v and matches the reference (E != D, with and without a mask)")

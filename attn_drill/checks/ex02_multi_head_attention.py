@@ -5,8 +5,9 @@ import math
 import torch
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, builtin_multihead, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
-    expect_tensor, expect_tuple, fail, fail_naming, grad_of, randn, random_mask, require_defined,
+    DTYPES, Mistake, builtin_multihead, check, compare, compare_gradients, copy_parameters, describe,
+    expect_every_parameter_has_grad, expect_tensor, expect_tuple, fail, fail_naming, randn, random_mask,
+    require_defined,
 )
 from attn_drill.checks.mistakes import ATTENTION_VARIANTS, MASK_INVERTED, attention
 
@@ -195,11 +196,8 @@ def check_gradients(learner, reference, device):
     mask = random_mask(2, 1, 4, 6, device=device, seed=82)
     inputs = describe(query=query, key=memory, mask=mask)
     out, _ = forward(learner, mine, query, memory, memory, mask=mask)
-    got = grad_of("out", out, {"query": query, "key and value": memory})
-    want = grad_of("the reference's out", ref(query, memory, memory, mask=mask)[0],
-                   {"query": query, "key and value": memory})
-    for name in got:
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+    compare_gradients(out, ref(query, memory, memory, mask=mask)[0], {"query": query, "key and value": memory},
+                      inputs=inputs)
     mine.zero_grad()
     forward(learner, mine, query, memory, memory, mask=mask)[0].square().sum().backward()
     expect_every_parameter_has_grad("MultiHeadAttention", mine)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, config, describe, expect_tensor, fail, grad_of, randn, require_defined,
+    DTYPES, Mistake, check, compare, compare_gradients, config, describe, expect_tensor, fail, randn,
+    require_defined,
 )
 from attn_drill.checks.mistakes import CAUSAL_INVERTED, CAUSAL_TOP_LEFT, attention, attention_mistakes
 
@@ -193,14 +194,9 @@ def check_causal_rows_without_keys(learner, reference, device):
              "and keep exp(-inf - (-inf)) out of the running max.")
     compare("out", out, reference.tiled_attention(q, k, v, block_size=3, causal=True), inputs=inputs,
             mistakes=tiled_mistakes(q, k, v, 3, causal=True))
-    got = grad_of("out", out, {"q": q, "k": k, "v": v})
-    want = grad_of("the reference's out", reference.tiled_attention(q, k, v, block_size=3, causal=True),
-                   {"q": q, "k": k, "v": v})
-    for name in got:
-        if not torch.isfinite(got[name]).all():
-            fail(f"the gradient of {name} has NaN or inf for {inputs}: mask with masked_fill and replace the "
-                 "zero sum l by 1 before dividing, rather than letting 0 / 0 or -inf - -inf happen.")
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+    compare_gradients(out, reference.tiled_attention(q, k, v, block_size=3, causal=True), {"q": q, "k": k, "v": v},
+                      inputs=inputs, nonfinite="mask with masked_fill and replace the zero sum l by 1 before "
+                                               "dividing, rather than letting 0 / 0 or -inf - -inf happen.")
 
 
 @check("matches torch's scaled_dot_product_attention (causal given to it as a bottom-right boolean mask)")
@@ -269,11 +265,8 @@ def check_gradients(learner, reference, device):
         block = shape[-1]
         inputs = label(q, k, v, block, causal)
         out, _ = tiled(learner, q, k, v, block_size=block, causal=causal)
-        got = grad_of("out", out, {"q": q, "k": k, "v": v})
-        want = grad_of("the reference's out", reference.tiled_attention(q, k, v, block_size=block, causal=causal),
-                       {"q": q, "k": k, "v": v})
-        for name in got:
-            compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+        compare_gradients(out, reference.tiled_attention(q, k, v, block_size=block, causal=causal),
+                          {"q": q, "k": k, "v": v}, inputs=inputs)
 
 
 @check("bad arguments raise ValueError naming the argument")

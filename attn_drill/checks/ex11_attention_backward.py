@@ -124,7 +124,7 @@ def backward_mistakes(q, k, v, grad_out, scale=None, *, part):
     return [(mistake, thunk(options)) for mistake, options in switches]
 
 
-def compare_gradients(got, want, q, k, v, grad_out, scale=None, inputs=None, extra=()):
+def compare_by_hand(got, want, q, k, v, grad_out, scale=None, inputs=None, extra=()):
     inputs = inputs or describe(q=q, k=k, v=v, grad_out=grad_out, scale=scale)
     for part, name in enumerate(NAMES):
         compare(name, got[part], want[part], inputs=inputs,
@@ -147,7 +147,7 @@ def check_matches_autograd(learner, device):
         for seed, shape in enumerate(SHAPES):
             q, k, v, grad_out = make_inputs(shape, dtype, device, seed=10 * seed)
             got = backward(learner, q, k, v, grad_out)
-            compare_gradients(got, autograd_gradients(q, k, v, grad_out), q, k, v, grad_out)
+            compare_by_hand(got, autograd_gradients(q, k, v, grad_out), q, k, v, grad_out)
 
 
 @check("returns a tuple (dq, dk, dv) shaped like q, k and v, in their dtype and on their device")
@@ -172,7 +172,7 @@ def check_custom_scale(learner, device):
             q, k, v, grad_out = make_inputs(shape, dtype, device, seed=200 + 10 * seed)
             got = backward(learner, q, k, v, grad_out, scale=0.37)
             default = [(SCALE_IGNORED, lambda: autograd_gradients(q, k, v, grad_out))]
-            compare_gradients(got, autograd_gradients(q, k, v, grad_out, 0.37), q, k, v, grad_out, 0.37,
+            compare_by_hand(got, autograd_gradients(q, k, v, grad_out, 0.37), q, k, v, grad_out, 0.37,
                               extra=default)
 
 
@@ -188,7 +188,7 @@ def check_large_logits(learner, device):
                 fail(f"{name} overflows to inf/NaN for {inputs}: recompute P with a stable softmax "
                      "(subtract each row's maximum before exp; torch.softmax does this).")
         if dtype == torch.float64:  # in float32, rounding of 1e4 scores differs by op order, so only finiteness
-            compare_gradients(got, autograd_gradients(q, k, v, grad_out), q, k, v, grad_out, inputs=inputs)
+            compare_by_hand(got, autograd_gradients(q, k, v, grad_out), q, k, v, grad_out, inputs=inputs)
 
 
 @check("computes the gradients itself: no autograd call and no torch backward kernel inside your code")
@@ -197,7 +197,7 @@ def check_no_autograd(learner, device):
     for requires_grad in (False, True):
         leaves = [t.clone().requires_grad_(requires_grad) for t in (q, k, v)]
         got = backward(learner, *leaves, grad_out)  # forbidden calls and backward kernels fail here
-        compare_gradients([g.detach() for g in got], autograd_gradients(q, k, v, grad_out), q, k, v, grad_out,
+        compare_by_hand([g.detach() for g in got], autograd_gradients(q, k, v, grad_out), q, k, v, grad_out,
                           inputs=describe(q=q, k=k, v=v, grad_out=grad_out) + f", requires_grad={requires_grad}")
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from attn_drill.checks.harness import (
-    DTYPES, CheckFailure, Mistake, check, compare, describe, expect_tensor, expect_tuple, fail, fail_naming,
-    grad_of, randn, random_mask, require_defined,
+    DTYPES, CheckFailure, Mistake, check, compare, compare_gradients, describe, expect_tensor, expect_tuple,
+    fail, fail_naming, randn, random_mask, require_defined,
 )
 from attn_drill.checks.mistakes import attention, attention_mistakes
 
@@ -213,12 +213,9 @@ def check_fully_masked_rows(learner, reference, device):
     expected = reference.self_attention(x, w_q, w_k, w_v, mask=mask)
     compare_both(out, weights, expected, x, w_q, w_k, w_v, mask, inputs=inputs)
     named = {"x": x, "w_q": w_q, "w_k": w_k, "w_v": w_v}
-    got, want = grad_of("out", out, named), grad_of("the reference's out", expected[0], named)
-    for name in got:
-        if not torch.isfinite(got[name]).all():
-            fail(f"the gradient of {name} has NaN or inf for {inputs}: a fully-masked row must not poison the "
-                 "backward pass (mask the scores with masked_fill, then zero the NaN weights with masked_fill).")
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+    compare_gradients(out, expected[0], named, inputs=inputs,
+                      nonfinite="a fully-masked row must not poison the backward pass (mask the scores with "
+                                "masked_fill, then zero the NaN weights with masked_fill).")
 
 
 @check("large logits (about 1e4) give finite, correct results (float64 and float32)")
@@ -256,10 +253,7 @@ def check_gradients(learner, reference, device):
     inputs = describe(x=x, w_q=w_q, w_k=w_k, w_v=w_v, mask=mask)
     named = {"x": x, "w_q": w_q, "w_k": w_k, "w_v": w_v}
     out, _ = attend(learner, x, w_q, w_k, w_v, mask)
-    got = grad_of("out", out, named)
-    want = grad_of("the reference's out", reference.self_attention(x, w_q, w_k, w_v, mask=mask)[0], named)
-    for name in got:
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+    compare_gradients(out, reference.self_attention(x, w_q, w_k, w_v, mask=mask)[0], named, inputs=inputs)
 
 
 @check("bad arguments raise ValueError naming the argument")

@@ -494,6 +494,18 @@ def grad_of(what: str, output: Any, inputs: dict[str, torch.Tensor], seed: int =
     return dict(zip(inputs, grads))
 
 
+def compare_gradients(output: Any, expected: torch.Tensor, wrt: dict[str, torch.Tensor], *, inputs: str,
+                      nonfinite: str | None = None) -> None:
+    """The gradients of the learner's ``output`` and the reference's ``expected`` with respect to
+    the same tensors agree; with ``nonfinite``, a NaN or inf gradient fails first with that advice."""
+    got = grad_of("out", output, wrt)
+    want = grad_of("the reference's out", expected, wrt)
+    for name in got:
+        if nonfinite and not torch.isfinite(got[name]).all():
+            fail(f"the gradient of {name} has NaN or inf for {inputs}: {nonfinite}")
+        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+
+
 def copy_parameters(what: str, module: Any, source: torch.nn.Module) -> None:
     """Load ``source``'s parameters into the learner's ``module``; the names must follow the contract."""
     if not isinstance(module, torch.nn.Module):
