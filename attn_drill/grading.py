@@ -1,16 +1,19 @@
-"""The grading engine: run one exercise's hidden checks on a learner's file, safely.
+"""The grading engine's front: grade one learner file with an exercise's hidden checks.
 
-The checks run in a child process (``attn_drill.checks.runner``) in its own process group,
-with a time limit and bounded output. Outcomes come back as signed records on a private
-pipe; a check counts as passed only when its signed "passed" record arrived and the child
-then finished cleanly. Anything else (a hang, an exit, a signal, a flood) becomes a failed
-check whose message says what happened and where.
+:func:`grade` is the supervisor. It starts, in parallel, the worker (the learner's code, in
+the sandbox: ``attn_drill.engine.worker``) and the judge (the checks, the reference and the
+verdicts: ``attn_drill.engine.judge``), joined by two pipes. It enforces the limits the
+worker cannot lift from inside: wall time, memory and process count of the worker's whole
+tree (read from /proc, outside the sandbox), output size. The verdicts come only from the
+judge, over a pipe the worker never holds. When grading ends, every learner process ends
+with the worker's PID namespace, or is killed with its session.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -27,10 +30,15 @@ if TYPE_CHECKING:
     from attn_drill.catalog import Exercise
 
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MEMORY = "2GiB"
 STARTUP_LIMIT_S = 120.0        # importing torch and pytest, before the learner's time starts
+JUDGE_SLACK_S = 60.0           # the judge's own work (references, comparisons) beyond the learner's time
 OUTPUT_LIMIT_BYTES = 1 << 20   # more learner output than this stops the run
 OUTPUT_KEPT_BYTES = 8 << 10    # head and tail of the output kept for --verbose
+LEARNER_FILE_LIMIT = 1 << 20   # a learner's file larger than this is not source code
+POLL_S = 0.02                  # how often the worker's memory and processes are read
 DEVICES = ("auto", "cpu", "cuda")
+SANDBOXES = ("auto", "bubblewrap", "none")
 
 
 @dataclass
@@ -49,7 +57,9 @@ class GradeReport:
     checks: list[CheckResult]
     device: str
     duration_s: float
+    sandbox: str = "none"         # "bubblewrap" or "none"
     output: str = ""              # what the learner's code printed (head and tail)
+    peak_memory: int = 0          # the worker tree's largest resident size, in bytes
     questions_due: int = 0        # quiz questions on the named mistakes' concepts, made due now
 
     @property
@@ -64,6 +74,7 @@ class GradeReport:
             "checks": [{"name": c.name, "passed": c.passed, "message": c.message} for c in self.checks],
             "device": self.device,
             "duration_s": round(self.duration_s, 3),
+            "sandbox": self.sandbox,
         }
 
     def to_gradescope(self) -> dict:
@@ -77,48 +88,82 @@ class GradeReport:
             "score": float(sum(t["score"] for t in tests)),
             "max_score": float(len(tests)),
             "execution_time": round(self.duration_s, 3),
-            "output": f"{self.exercise}: {'all checks passed' if self.passed else 'some checks failed'}",
+            "output": f"{self.exercise}: {'all checks passed' if self.passed else 'some checks failed'}"
+                      + ("" if self.sandbox != "none" else " (graded without a sandbox)"),
             "visibility": "visible",
             "tests": tests,
         }
 
 
+def parse_size(text: str) -> int:
+    """'2GiB', '512MiB', '1.5G', '1000000' -> bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise DrillError(f"--memory-limit must be a size such as 2GiB or 512MiB, got '{text}'.")
+    number, unit, binary = float(match.group(1)), match.group(2).upper(), match.group(3)
+    power = " KMGT".index(unit) if unit else 0
+    size = int(number * (1024 if binary or not unit else 1000) ** power) if unit else int(number)
+    if size < 256 << 20:
+        raise DrillError(f"--memory-limit must be at least 256MiB (torch alone needs about 300 MiB), got '{text}'.")
+    return size
+
+
+def read_learner_source(path: Path) -> str:
+    """The learner's file as text, or one clear DrillError saying why it is not a Python file."""
+    if path.is_dir():
+        raise DrillError(f"{path} is a directory; give the Python file to grade.")
+    if not path.is_file():
+        raise DrillError(f"no file at {path}.")
+    if path.stat().st_size > LEARNER_FILE_LIMIT:
+        raise DrillError(f"{path} is over {LEARNER_FILE_LIMIT >> 20} MiB: it is not a Python source file.")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DrillError(f"{path} is not a Python file (it is not UTF-8 text).") from None
+    if "\0" in text:
+        raise DrillError(f"{path} is not a Python file (it holds binary data).")
+    return text
+
+
 @dataclass
 class _Run:
-    """What the parent observed of one child run."""
+    """What the supervisor observed of one grading."""
 
     collected: list[dict] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
-    current: str | None = None      # check id whose run started last
-    importing: bool = False         # the learner's file was being imported
+    current: str | None = None       # check id whose run started last
     device: str = "cpu"
     done: bool = False
-    error: str | None = None        # setup error reported by the child ("no_cuda")
-    internal: str | None = None     # the checks themselves failed to load
-    forged: bool = False            # an unsigned or malformed record arrived
-    stopped: str | None = None      # why the parent stopped the child
+    error: str | None = None         # setup error reported by the judge ("no_cuda")
+    internal: str | None = None      # the checks themselves failed to load
+    sandboxed: bool = False
+    worker_end: str | None = None    # why the worker ended early, in the learner's terms
+    stopped: str | None = None       # why the supervisor stopped the whole grading
+    peak: int = 0
     output: bytearray = field(default_factory=bytearray)
     output_tail: bytearray = field(default_factory=bytearray)
     output_total: int = 0
+    judge_output: bytearray = field(default_factory=bytearray)
 
     def take(self, record: dict) -> None:
         kind = record.get("type")
         if kind == "collected":
-            self.collected = record["checks"]
+            self.collected = [c for c in record.get("checks", []) if isinstance(c, dict)]
         elif kind == "start":
-            self.current = record["check"]
-        elif kind == "import":
-            self.importing = record["stage"] == "start"
+            self.current = record.get("check")
         elif kind == "result":
-            self.results[record["check"]] = record
+            self.results[record.get("check")] = record
         elif kind == "ready":
-            self.device = record["device"]
+            self.device = record.get("device", "cpu")
         elif kind == "done":
             self.done = True
         elif kind == "error":
-            self.error = record["kind"]
+            self.error = record.get("kind")
         elif kind == "internal":
-            self.internal = record["message"]
+            self.internal = record.get("message", "")
 
     def keep_output(self, data: bytes) -> None:
         self.output_total += len(data)
@@ -138,188 +183,232 @@ class _Run:
         return text
 
 
-def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto",
-          timeout: float = DEFAULT_TIMEOUT_S, reference: bool = False) -> GradeReport:
-    """Run ``exercise``'s hidden checks on ``learner_file`` in a child process.
+def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S,
+          memory_limit: int | str = DEFAULT_MEMORY, sandbox: str = "auto") -> GradeReport:
+    """Run ``exercise``'s hidden checks on ``learner_file``: the judge and the sandboxed worker.
 
-    Raises DrillError for bad input (missing file, unknown device, no CUDA for --device cuda).
+    Raises DrillError for bad input (missing or non-Python file, unknown device, no CUDA for
+    --device cuda, a bad limit).
     """
-    import secrets  # here, not at the top: commands that grade nothing start faster
-    import shutil
+    import math
     import subprocess
     import tempfile
 
+    from attn_drill.engine import sandbox as boxing
+    from attn_drill.engine.forbidden import worker_rules
+
     if device not in DEVICES:
         raise DrillError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
-    if timeout <= 0:
-        raise DrillError(f"--timeout must be a positive number of seconds, got {timeout:g}.")
+    if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise DrillError(f"--timeout must be a positive number of seconds, got {timeout}.")
+    memory = parse_size(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
     learner_file = Path(learner_file)
-    if not learner_file.is_file():
-        raise DrillError(f"no file at {learner_file}. Try `attn-drill init` for a workspace, or --file PATH.")
+    source = read_learner_source(learner_file)
+    bwrap = None if sandbox == "none" else boxing.bwrap_path()
+    if sandbox == "bubblewrap" and bwrap is None:
+        raise DrillError("bubblewrap cannot run here (no bwrap, or user namespaces are off). "
+                         "Try --allow-unsandboxed, or install bubblewrap.")
+    wants_cuda = device in ("auto", "cuda")
 
-    key = secrets.token_bytes(32)
-    marker = secrets.token_hex(8)
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="attn-drill-"))
-    result_read, result_write = os.pipe()
+    box = Path(tempfile.mkdtemp(prefix="attn-drill-box-"))
+    judge_dir = Path(tempfile.mkdtemp(prefix="attn-drill-judge-"))
+    scratch = Path(tempfile.mkdtemp(prefix="attn-drill-scratch-")) if bwrap is None else None
+    engine_dir = content.PACKAGE_DIR / "engine"
+    for name in ("worker.py", "wire.py"):
+        shutil.copyfile(engine_dir / name, box / name)
+    (box / learner_file.name).write_text(source, encoding="utf-8")
+    for path in (box, *box.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    inside = f"{boxing.BOX}/{learner_file.name}" if bwrap else str(box / learner_file.name)
+
+    requests_read, requests_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    results_read, results_write = os.pipe()
     output_read, output_write = os.pipe()
-    settings = {
-        "key": key.hex(), "fd": result_write, "device": device, "exercise": exercise.id,
-        "learner_file": str(learner_file.resolve()), "reference_file": str(exercise.solution_path),
-        "checks_file": str(exercise.checks_path), "defines": list(exercise.defines),
-        "forbidden": list(exercise.forbidden),
-    }
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(content.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")])),
-        "PYTHONDONTWRITEBYTECODE": "1",          # no __pycache__ beside the learner's file
-        "PYTHONUNBUFFERED": "1",
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",    # the user's pytest plugins stay out
-        "ATTN_DRILL_GRADING": marker,             # finds stray processes afterwards
-    }
+    judge_out_read, judge_out_write = os.pipe()
+    limits = boxing.Limits(memory_bytes=memory, cpu_seconds=int(STARTUP_LIMIT_S + 2 * timeout) + 1,
+                           cap_address_space=not (wants_cuda and boxing.has_nvidia()))
+    worker_args = [str(requests_read), str(replies_write)]
+    if bwrap:
+        argv = boxing.bwrap_command(bwrap, box, worker_args, cuda=wants_cuda and boxing.has_nvidia())
+        worker_env, worker_cwd = None, None
+    else:
+        argv = [sys.executable, "-I", str(box / "worker.py"), *worker_args]
+        worker_env, worker_cwd = boxing.worker_env(str(scratch)), str(scratch)
+    worker = judge = None
+    run = _Run(sandboxed=bwrap is not None)
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "attn_drill.checks.runner"],
-            stdin=subprocess.PIPE, stdout=output_write, stderr=output_write,
-            pass_fds=(result_write,), cwd=workdir, env=env, start_new_session=True,
-        )
+        worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output_write, stderr=output_write,
+                                  pass_fds=(requests_read, replies_write), env=worker_env, cwd=worker_cwd,
+                                  preexec_fn=boxing.set_limits(limits))
+        settings = {
+            "results_fd": results_write, "requests_fd": requests_write, "replies_fd": replies_read,
+            "device": device, "exercise": exercise.id, "checks_file": str(exercise.checks_path),
+            "reference_file": str(exercise.solution_path), "learner_file": str(box / learner_file.name),
+            "learner_name": learner_file.name, "defines": list(exercise.defines),
+            "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "startup_s": STARTUP_LIMIT_S,
+            "worker_pid": worker.pid,
+            "worker": {"learner_file": inside, "module_name": f"learner_{exercise.id}",
+                       "forbidden": worker_rules(exercise.forbidden)},
+        }
+        judge = subprocess.Popen([sys.executable, "-m", "attn_drill.engine.judge"], stdin=subprocess.PIPE,
+                                 stdout=judge_out_write, stderr=judge_out_write,
+                                 pass_fds=(results_write, requests_write, replies_read), cwd=judge_dir,
+                                 env=_judge_env(), preexec_fn=boxing.set_limits(None))
     finally:
-        os.close(result_write)
-        os.close(output_write)
-    run = _Run()
+        for fd in (requests_read, replies_write, results_write, output_write, judge_out_write,
+                   requests_write, replies_read):
+            os.close(fd)
     try:
-        child.stdin.write((json.dumps(settings) + "\n").encode())
-        child.stdin.close()
-        _watch(child, run, key, result_read, output_read, started, timeout)
+        judge.stdin.write((json.dumps(settings) + "\n").encode())
+        judge.stdin.close()
+        _watch(run, worker, judge, results_read, output_read, judge_out_read, memory,
+               started + STARTUP_LIMIT_S + timeout + JUDGE_SLACK_S)
     except BrokenPipeError:
         pass
     finally:
-        _kill_group(child)
-        child.wait()
-        _kill_strays(marker)
-        os.close(result_read)
-        os.close(output_read)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _stop(worker, run)
+        _stop(judge, None)
+        for fd in (results_read, output_read, judge_out_read):
+            os.close(fd)
+        for folder in (box, judge_dir, scratch):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     if run.error == "no_cuda":
         raise DeviceUnavailable("--device cuda: no CUDA device is available here. Try --device cpu or --device auto.")
-    checks = _outcomes(run, child.returncode)
+    checks = _outcomes(run, judge.returncode)
     passed = bool(checks) and all(c.passed for c in checks)
-    return GradeReport(exercise.id, str(learner_file), passed, checks, run.device,
-                       time.monotonic() - started, run.output_text())
+    return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
+                       "bubblewrap" if bwrap else "none", run.output_text(), run.peak)
 
 
-def _watch(child, run: _Run, key: bytes, result_read: int, output_read: int,
-           started: float, timeout: float) -> None:
-    """Read both pipes until the child ends or must be stopped."""
+def _judge_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(content.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")])),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",    # the user's pytest plugins stay out
+    }
+
+
+def _watch(run: _Run, worker, judge, results_read: int, output_read: int, judge_out_read: int,
+           memory: int, deadline: float) -> None:
+    """Read the judge's results and the worker's output until the judge ends; meanwhile keep
+    the worker's tree within its limits."""
     import selectors
 
-    from attn_drill.channel import read_record
+    from attn_drill.engine import processes
+    from attn_drill.engine.sandbox import MAX_PROCESSES
 
     selector = selectors.DefaultSelector()
-    selector.register(result_read, selectors.EVENT_READ, "results")
-    selector.register(output_read, selectors.EVENT_READ, "output")
+    for fd, what in ((results_read, "results"), (output_read, "output"), (judge_out_read, "judge")):
+        selector.register(fd, selectors.EVENT_READ, what)
     pending = b""
-    deadline = started + STARTUP_LIMIT_S
-    learner_clock = False
-    open_pipes = 2
-    while open_pipes:
-        if run.collected and not learner_clock:
-            learner_clock = True
-            deadline = time.monotonic() + timeout     # the learner's time starts with the checks
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            run.stopped = f"timed out after {timeout:g} s"
+    while True:
+        if time.monotonic() > deadline:
+            run.stopped = "the grading took too long and was stopped"
             return
-        if child.poll() is not None:
-            remaining = min(remaining, 0.5)  # drain what is left, but never wait on grandchildren
-        events = selector.select(timeout=min(remaining, 0.25))
-        if not events and child.poll() is not None:
-            return
-        for selected, _ in events:
+        for selected, _ in selector.select(timeout=POLL_S):
             data = os.read(selected.fd, 1 << 16)
             if not data:
                 selector.unregister(selected.fd)
-                open_pipes -= 1
-            elif selected.data == "output":
-                run.keep_output(data)
-                if run.output_total > OUTPUT_LIMIT_BYTES:
-                    run.stopped = f"printed over {OUTPUT_LIMIT_BYTES >> 20} MiB of output, so the grader stopped it"
+                if selected.data == "results":
                     return
+                continue
+            if selected.data == "output":
+                run.keep_output(data)
+                if run.output_total > OUTPUT_LIMIT_BYTES and run.worker_end is None:
+                    _end_worker(worker, run, f"printed over {OUTPUT_LIMIT_BYTES >> 20} MiB of output, "
+                                             "so the grader stopped it")
+            elif selected.data == "judge":
+                run.judge_output = (run.judge_output + data)[-8000:]
             else:
                 pending += data
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    record = read_record(line, key)
-                    if record is None:
-                        run.forged = True
-                    else:
-                        run.take(record)
+                    try:
+                        run.take(json.loads(line))
+                    except (ValueError, AttributeError):
+                        pass
+        if run.worker_end is None and worker.poll() is None:
+            pids = processes.tree(worker.pid)
+            resident, peak = processes.resident_bytes(pids), processes.peak_bytes(pids)
+            run.peak = max(run.peak, resident, peak)
+            if max(resident, peak) > memory:
+                _end_worker(worker, run, f"used more than {_size(memory)} of memory (the limit; see --memory-limit)")
+            elif len(pids) > MAX_PROCESSES + 2:
+                _end_worker(worker, run, f"started more than {MAX_PROCESSES} processes")
+        elif run.worker_end is None:
+            run.worker_end = _exit_cause(worker.returncode, sandboxed=run.sandboxed)
 
 
-def _kill_group(child: subprocess.Popen) -> None:
+def _end_worker(worker, run: _Run, why: str) -> None:
+    run.worker_end = why
+    _kill(worker)
+
+
+def _exit_cause(returncode: int, *, sandboxed: bool) -> str:
+    signum = -returncode if returncode < 0 else (returncode - 128 if sandboxed and returncode > 128 else None)
+    if signum:
+        try:
+            return f"crashed with signal {signal.Signals(signum).name}"
+        except ValueError:
+            return f"crashed with signal {signum}"
+    return f"exited the process (exit code {returncode})"
+
+
+def _size(n: int) -> str:
+    for unit, power in (("GiB", 30), ("MiB", 20)):
+        if n >= 1 << power:
+            return f"{n / (1 << power):g} {unit}"
+    return f"{n} bytes"
+
+
+def _kill(process) -> None:
     try:
-        os.killpg(child.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # its session: everything it started that stayed there
     except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.kill()
+    except ProcessLookupError:
         pass
 
 
-def _kill_strays(marker: str) -> None:
-    """Kill processes the learner's code started that left the process group."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+def _stop(process, run: _Run | None) -> None:
+    if process is None:
         return
-    needle = f"ATTN_DRILL_GRADING={marker}".encode()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
-
-
-def _ending(run: _Run, returncode: int | None) -> str:
-    """Why the child stopped before finishing, in the learner's terms."""
-    if run.forged:
-        return "your code wrote into the grader's result channel, so no result of this run can be trusted"
-    if run.stopped:
-        what = run.stopped
-    elif returncode is not None and returncode < 0:
-        try:
-            what = f"crashed with signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            what = f"crashed with signal {-returncode}"
-    else:
-        what = f"exited the process (exit code {returncode})"
-    if run.importing:
-        return f"your code {what} during import"
-    if run.current:
-        title = next((c["name"] for c in run.collected if c["id"] == run.current), run.current)
-        return f"your code {what} while the check '{title}' ran"
-    return f"the grading process ended early ({what}) before any of your code ran"
+    if run is not None and run.worker_end is None and process.poll() is not None:
+        run.worker_end = _exit_cause(process.returncode, sandboxed=run.sandboxed)
+    _kill(process)
+    process.wait()
 
 
 def _outcomes(run: _Run, returncode: int | None) -> list[CheckResult]:
-    """One result per collected check; a check without a signed result has failed."""
-    clean = run.done and returncode in (0, 1) and not run.forged and not run.stopped
+    """One result per collected check; a check without a result from the judge has failed."""
     if run.internal:
-        return [CheckResult("hidden checks load", False, f"the hidden checks failed to load (a bug in attn-drill):\n{run.internal}")]
+        return [CheckResult("hidden checks load", False, f"the hidden checks failed to load (a bug in attn-drill):\n"
+                                                        f"{run.internal}")]
     if not run.collected:
-        tail = run.output_text()[-2000:]
-        return [CheckResult("grading process starts", False, _ending(run, returncode) + (f"\n{tail}" if tail else ""))]
-    ending = None if clean else _ending(run, returncode)
-    if run.forged:
-        return [CheckResult(check["name"], False, ending) for check in run.collected]
+        tail = run.judge_output.decode(errors="replace")[-2000:]
+        why = run.stopped or f"the judge process ended early (exit code {returncode})"
+        return [CheckResult("grading starts", False, f"{why}; this is a problem of attn-drill, not of your code."
+                            + (f"\n{tail}" if tail else ""))]
+    clean = run.done and returncode in (0, 1) and not run.stopped
+    cause = run.worker_end or "stopped the worker process"
     checks = []
     for check in run.collected:
-        result = run.results.get(check["id"])
-        if result is not None:
-            checks.append(CheckResult(check["name"], bool(result["passed"]), result["message"], result.get("mistake")))
-        elif check["id"] == run.current and not clean:
-            checks.append(CheckResult(check["name"], False, ending))
+        result = run.results.get(check.get("id"))
+        name = str(check.get("name", check.get("id")))
+        if result is None:
+            ending = run.stopped or "the grading ended before this check ran"
+            checks.append(CheckResult(name, False, f"not run: {ending}"))
+        elif result.get("lost"):
+            checks.append(CheckResult(name, False, f"your code {cause} while {result['lost']} ran."))
         else:
-            checks.append(CheckResult(check["name"], False, f"not run: {ending or 'the run ended early'}"))
+            checks.append(CheckResult(name, bool(result.get("passed")), str(result.get("message", "")),
+                                      result.get("mistake")))
     if not clean and all(c.passed for c in checks):
-        checks.append(CheckResult("grading process ends cleanly", False, ending))
+        checks.append(CheckResult("grading ends cleanly", False, run.stopped or "the judge did not finish"))
     return checks

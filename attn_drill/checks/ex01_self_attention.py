@@ -4,14 +4,16 @@ import torch
 import torch.nn.functional as F
 
 from attn_drill.checks.harness import (
-    DTYPES, Mistake, check, compare, compare_gradients, describe, expect_tensor, expect_tuple, fail,
-    fail_naming, randn, random_mask, require_defined,
+    DTYPES, check, compare, compare_gradients, describe, fail, fail_naming, mistake, randn,
+    random_mask,
 )
 from attn_drill.checks.mistakes import attention, attention_mistakes
+from attn_drill.checks.properties import (  # noqa: F401  (check_* are collected here)
+    check_defines, check_static_scan, finite, outputs, rows_sum_to_one,
+)
 
 # (B, H, L, S, D, Dv); H = 0 means no head dimension. Batch 1, length 1, L != S, odd sizes, S = 1.
 SHAPES = [(1, 1, 1, 3, 4, 4), (2, 3, 5, 7, 4, 6), (3, 2, 6, 6, 8, 8), (2, 1, 4, 1, 3, 5), (2, 0, 5, 3, 5, 2)]
-SCALE_IGNORED = Mistake("scale-ignored", "attention with the default 1/sqrt(D) scale: the scale argument was ignored")
 
 
 def make_qkv(shape, dtype, device, seed=0, requires_grad=False):
@@ -24,20 +26,18 @@ def make_qkv(shape, dtype, device, seed=0, requires_grad=False):
 
 
 def sdpa(learner, q, k, v, **kwargs):
-    result = learner.call("scaled_dot_product_attention", q, k, v, **kwargs)
-    out, weights = expect_tuple(result, 2, "scaled_dot_product_attention()")
-    return expect_tensor(out, "out"), expect_tensor(weights, "weights")
+    return outputs(learner.call("scaled_dot_product_attention", q, k, v, **kwargs), 2,
+                   "scaled_dot_product_attention()")
+
+
+def self_attention(learner, x, w_q, w_k, w_v, mask=None):
+    return outputs(learner.call("self_attention", x, w_q, w_k, w_v, mask=mask), 2, "self_attention()")
 
 
 def compare_attention(out, weights, expected, q, k, v, mask=None, scale=None, inputs=None):
     inputs = inputs or describe(q=q, k=k, v=v, mask=mask, scale=scale)
     compare("weights", weights, expected[1], inputs=inputs, mistakes=attention_mistakes(q, k, v, mask, scale, part=1))
     compare("out", out, expected[0], inputs=inputs, mistakes=attention_mistakes(q, k, v, mask, scale))
-
-
-@check("your file imports and defines scaled_dot_product_attention and self_attention")
-def check_defines(learner):
-    require_defined(learner)
 
 
 @check("out and weights match the reference (float64 and float32, five shapes)")
@@ -69,11 +69,7 @@ def check_weights_rows(learner, device):
     if weights.shape != (2, 3, 5, 7):
         fail(f"weights have shape {tuple(weights.shape)} for {inputs}; expected (B, H, L, S) = (2, 3, 5, 7).")
     candidates = attention_mistakes(q, k, v, mask, part=1)
-    row_sums = weights.detach().sum(-1)
-    worst = (row_sums - 1).abs().max().item()
-    if worst > 1e-9:
-        fail_naming(f"weights rows do not sum to 1 for {inputs} (off by up to {worst:.3g}): "
-                    "the softmax must run over the keys, dim=-1.", weights, candidates)
+    rows_sum_to_one(weights, inputs=inputs, mistakes=candidates)
     leaked = weights.detach()[~mask.expand_as(weights)].abs()
     if leaked.numel() and leaked.max().item() != 0:
         fail_naming(f"a masked key got weight {leaked.max().item():.3g} for {inputs}: masked keys "
@@ -87,12 +83,11 @@ def check_fully_masked_rows(learner, reference, device):
     mask[2] = False  # query 2 may attend to nothing
     out, weights = sdpa(learner, q, k, v, mask=mask)
     inputs = describe(q=q, k=k, v=v, mask=mask) + ", row 2 fully masked"
-    for name, value in (("out", out), ("weights", weights)):
-        if torch.isnan(value).any():
-            fail(f"{name} has NaN for {inputs}: the softmax of a row of -inf is NaN; set that row to 0.")
+    finite("out or weights", (out, weights), inputs=inputs,
+           advice="the softmax of a row of -inf is NaN; set that row to 0.")
     expected = reference.scaled_dot_product_attention(q, k, v, mask=mask)
     compare_attention(out, weights, expected, q, k, v, mask, inputs=inputs)
-    compare_gradients(out, expected[0], {"q": q, "k": k, "v": v}, inputs=inputs,
+    compare_gradients(learner, out, expected[0], {"q": q, "k": k, "v": v}, inputs=inputs,
                       nonfinite="a fully-masked row must not poison the backward pass (mask the scores, then "
                                 "zero the NaN weights with masked_fill, not arithmetic).")
 
@@ -104,9 +99,8 @@ def check_large_logits(learner, reference, device):
         q, k = q * 100, k * 100  # scores of order 1e4
         out, weights = sdpa(learner, q, k, v)
         inputs = describe(q=q, k=k, v=v) + ", scores near 1e4"
-        if not (torch.isfinite(out).all() and torch.isfinite(weights).all()):
-            fail(f"out or weights overflow to inf/NaN for {inputs}: subtract each row's maximum before exp "
-                 "(torch.softmax does this for you).")
+        finite("out or weights", (out, weights), inputs=inputs,
+               advice="subtract each row's maximum before exp (torch.softmax does this for you).")
         compare_attention(out, weights, reference.scaled_dot_product_attention(q, k, v), q, k, v, inputs=inputs)
 
 
@@ -116,7 +110,7 @@ def check_explicit_scale(learner, reference, device):
     out, weights = sdpa(learner, q, k, v, scale=0.37)
     expected = reference.scaled_dot_product_attention(q, k, v, scale=0.37)
     inputs = describe(q=q, k=k, v=v, scale=0.37)
-    default = [(SCALE_IGNORED, lambda: attention(q, k, v)[1])]
+    default = [(mistake("scale-ignored"), lambda: attention(q, k, v)[1])]
     compare("weights", weights, expected[1], inputs=inputs,
             mistakes=default + attention_mistakes(q, k, v, scale=0.37, part=1))
     compare("out", out, expected[0], inputs=inputs)
@@ -128,7 +122,7 @@ def check_gradients(learner, reference, device):
     mask = random_mask(5, 7, device=device, seed=12)
     inputs = describe(q=q, k=k, v=v, mask=mask)
     out, _ = sdpa(learner, q, k, v, mask=mask)
-    compare_gradients(out, reference.scaled_dot_product_attention(q, k, v, mask=mask)[0],
+    compare_gradients(learner, out, reference.scaled_dot_product_attention(q, k, v, mask=mask)[0],
                       {"q": q, "k": k, "v": v}, inputs=inputs)
 
 
@@ -140,8 +134,7 @@ def check_self_attention(learner, reference, device):
             w_q, w_k, w_v = (randn(E, d, dtype=dtype, device=device, seed=30 + seed + i) / E ** 0.5
                              for i, d in enumerate((D, D, Dv)))                     # (E, D), (E, D), (E, Dv)
             for mask in (None, random_mask(T, T, device=device, seed=seed)):
-                result = learner.call("self_attention", x, w_q, w_k, w_v, mask=mask)
-                out, weights = expect_tuple(result, 2, "self_attention()")
+                out, weights = self_attention(learner, x, w_q, w_k, w_v, mask)
                 expected = reference.self_attention(x, w_q, w_k, w_v, mask=mask)
                 q, k, v = x @ w_q, x @ w_k, x @ w_v  # (B, T, D), (B, T, D), (B, T, Dv)
                 inputs = describe(x=x, w_q=w_q, w_k=w_k, w_v=w_v, mask=mask)
@@ -156,9 +149,9 @@ def check_permutation_equivariance(learner, device):
     x = randn(2, 6, 5, device=device, seed=40)                                       # (B, T, E)
     w_q, w_k, w_v = (randn(5, 4, device=device, seed=41 + i) for i in range(3))      # (E, D)
     perm = torch.tensor([3, 0, 5, 1, 4, 2], device=device)
-    out, _ = expect_tuple(learner.call("self_attention", x, w_q, w_k, w_v), 2, "self_attention()")
-    out_perm, _ = expect_tuple(learner.call("self_attention", x[:, perm], w_q, w_k, w_v), 2, "self_attention()")
-    compare("self_attention of the permuted tokens", out_perm, expect_tensor(out, "out")[:, perm],
+    out, _ = self_attention(learner, x, w_q, w_k, w_v)
+    out_perm, _ = self_attention(learner, x[:, perm], w_q, w_k, w_v)
+    compare("self_attention of the permuted tokens", out_perm, out[:, perm],
             inputs=describe(x=x) + ", tokens permuted [3, 0, 5, 1, 4, 2]")
 
 

@@ -1,43 +1,50 @@
-"""The helper set every exercise's hidden checks use.
+"""The helper set every exercise's hidden checks use; it runs in the judge only.
 
-It runs inside the grading child process only (it imports torch). It loads the learner's
-file and the reference by path, calls learner code under guard (forbidden built-ins raise,
-torch tampering is undone and reported, inputs must come back untouched, exceptions become
-a short traceback into the learner's file), and compares results with messages a learner
-can act on, naming a known mistake when the output matches one.
+The learner's code is never here: the ``learner`` fixture is a :class:`Learner`, a remote
+door to the worker process (``attn_drill.engine.remote``). Through it a check calls the
+learner's functions, builds and drives the learner's modules, and receives plain tensors the
+judge rebuilt from bytes. Everything else (the reference, the inputs, the comparisons, the
+verdicts) lives here, out of the learner's reach. Failures say what was compared, on which
+shapes, the largest difference and where, and name a known mistake when the output matches
+one.
 """
 
 from __future__ import annotations
 
-import builtins
-import importlib.util
-import inspect
 import math
 import re
-import sys
-import traceback
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 import torch
-import torch.nn.functional as F
+
+from attn_drill.engine.remote import (
+    Interference, LearnerError, OutOfTime, Remote, RemoteObject, WorkerLost, WorkerProblem,
+)
 
 # ---------------------------------------------------------------------------------------
-# Configuration, set by the runner before pytest starts.
+# Configuration, set by the judge before pytest starts.
 
 
 @dataclass
 class Config:
     exercise: str                      # "ex1"
-    learner_file: Path
+    learner_file: Path                 # the judge's read-only copy, for the static scan
+    learner_name: str                  # the file name the learner knows
     reference_file: Path
     defines: tuple[str, ...]
     forbidden: tuple[str, ...]
-    device: torch.device = torch.device("cpu")
-    on_import: Callable[[str], None] = lambda stage: None   # the runner's channel marker
+    worker_settings: dict
+    worker_pid: int
+    startup_s: float
+    device: torch.device
+    remote: Remote
+    state: dict = field(default_factory=dict)
 
 
 CONFIG: Config | None = None
@@ -60,16 +67,17 @@ def check(title: str):
 
 
 # ---------------------------------------------------------------------------------------
-# Failures
+# Failures and known mistakes
 
 
 class CheckFailure(AssertionError):
     """A failed check; ``mistake`` names a known mistake when the output matched one."""
 
-    def __init__(self, message: str, mistake: str | None = None):
+    def __init__(self, message: str, mistake: str | None = None, while_doing: str | None = None):
         super().__init__(message)
         self.message = message
         self.mistake = mistake
+        self.while_doing = while_doing
 
 
 def fail(message: str, mistake: str | None = None):
@@ -85,254 +93,249 @@ class Mistake:
     says: str
 
 
+MISTAKES_FILE = Path(__file__).resolve().parent.parent / "questions" / "mistakes.toml"
+
+
+@lru_cache(maxsize=1)
+def mistake_table() -> dict[str, Mistake]:
+    """Every known mistake, from the one table the quiz reads too."""
+    data = tomllib.loads(MISTAKES_FILE.read_text(encoding="utf-8"))
+    return {entry["key"]: Mistake(entry["key"], entry["says"]) for entry in data["mistakes"]}
+
+
+def mistake(key: str) -> Mistake:
+    return mistake_table()[key]
+
+
 # ---------------------------------------------------------------------------------------
-# Guarding learner code
-
-# Originals captured before any learner code runs; comparisons below use only these.
-_ORIGINAL_CLOSE = torch.isclose
-_WATCHED: dict[str, Any] = {
-    "torch": torch,
-    "torch.Tensor": torch.Tensor,
-    "torch.nn.functional": F,
-    "torch.nn.Module": torch.nn.Module,
-    "torch.testing": torch.testing,
-    "math": math,
-    "builtins": builtins,
-}
-_SNAPSHOT = {name: dict(vars(space)) for name, space in _WATCHED.items()}
+# The learner, remote
 
 
-_TORCH_DIR = str(Path(torch.__file__).parent)
-
-
-def _torch_wrapper(value: Any, original: Any) -> bool:
-    """True for torch's own lazy re-wrapping of a function (importing torch._dynamo replaces
-    ``torch.manual_seed`` with a wrapper of it), which is not the learner's doing."""
-    code = getattr(value, "__code__", None)
-    return (getattr(value, "__wrapped__", None) is original and code is not None
-            and code.co_filename.startswith(_TORCH_DIR))
-
-
-def _undo_tampering() -> list[str]:
-    """Put back every watched name the learner's code rebound; return their names."""
-    changed = []
-    for name, space in _WATCHED.items():
-        now = vars(space)
-        for attr, original in _SNAPSHOT[name].items():
-            value = now.get(attr, _MISSING)
-            if value is original:
-                continue
-            if _torch_wrapper(value, original):
-                _SNAPSHOT[name][attr] = value
-                continue
-            changed.append(f"{name}.{attr}")
-            setattr(space, attr, original)
-    return changed
-
-
-_MISSING = object()
-
-
-class ForbiddenCall(Exception):
-    pass
-
-
-def _resolve(dotted: str) -> tuple[Any, str]:
-    parts = dotted.split(".")
-    owner: Any = importlib.import_module(parts[0])
-    for part in parts[1:-1]:
-        owner = getattr(owner, part)
-    return owner, parts[-1]
-
-
-class _Forbidden:
-    """While active, each forbidden name raises a clear "write this yourself" error."""
-
-    def __init__(self, names: Sequence[str], exercise: str):
-        self.targets = [(_resolve(name), name) for name in names]
-        self.exercise = exercise
-        self.used: list[str] = []
-
-    def _raiser(self, name: str):
-        def forbidden(*args, **kwargs):
-            self.used.append(name)
-            raise ForbiddenCall(f"{name} is off limits in {self.exercise}: write this yourself.")
-
-        return forbidden
-
-    def __enter__(self):
-        self.saved = [(owner, attr, owner.__dict__[attr]) for (owner, attr), _ in self.targets]
-        for ((owner, attr), name) in self.targets:
-            setattr(owner, attr, self._raiser(name))
-        return self
-
-    def __exit__(self, *exc):
-        for owner, attr, original in self.saved:
-            setattr(owner, attr, original)
-        return False
-
-
-def _learner_frames(exc: BaseException) -> str:
-    """A short traceback: only the frames in the learner's file, then the error itself."""
-    path = str(config().learner_file)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
-    lines = [f"  {Path(f.filename).name}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames]
-    summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return "\n".join([*lines, summary])
-
-
-def _tensors(values: Iterable[Any]) -> list[tuple[str, torch.Tensor]]:
-    return [(name, value) for name, value in values if isinstance(value, torch.Tensor)]
-
-
-def guarded(what: str, fn: Callable, *args, **kwargs):
-    """Run learner code ``fn(*args, **kwargs)`` and turn anything it does wrong into a failure."""
-    inputs = [(name, tensor, tensor.detach().clone()) for name, tensor in _tensors(_named_arguments(fn, args, kwargs))]
-    forbidden = _Forbidden(config().forbidden, config().exercise)
-    try:
-        with forbidden:
-            result = fn(*args, **kwargs)
-    except ForbiddenCall as exc:
-        fail(f"{what}: {exc}")
-    except NotImplementedError as exc:
-        where = _learner_frames(exc).splitlines()[-2:-1]
-        fail(f"{what} is not written yet: it raises NotImplementedError." + (f"\n{where[0]}" if where else ""))
-    except SystemExit as exc:
-        fail(f"{what}: your code called sys.exit({exc.code!r}); return a result instead.")
-    except KeyboardInterrupt:
-        raise
-    except _RaisedValueError as raised:
-        raise CheckFailure(f"{what} raised ValueError") from raised
-    except BaseException as exc:  # the learner's own error, shown as a short traceback
-        fail(f"{what} raised an error:\n{_learner_frames(exc)}")
-    finally:
-        tampered = _undo_tampering()
-    if tampered:
-        fail(f"{what}: your code replaced {', '.join(tampered[:4])}; the checks put the originals back. "
-             "Remove those assignments.")
-    if forbidden.used:
-        fail(f"{what}: your code called {forbidden.used[0]}, which is off limits in {config().exercise}: write this yourself.")
-    for name, tensor, before in inputs:
-        changed = tensor.shape != before.shape or not (torch.equal(tensor.detach(), before) or _same_nan(tensor, before))
-        if changed:
-            fail(f"{what} modified its input {name} in place; work on new tensors instead.")
-    return result
-
-
-def _named_arguments(fn: Callable, args: tuple, kwargs: dict) -> list[tuple[str, Any]]:
-    """Pair each argument with its parameter name, for messages ("modified its input q")."""
-    try:
-        target = fn.forward if isinstance(fn, torch.nn.Module) else fn
-        bound = inspect.signature(target).bind_partial(*args, **kwargs)
-        return list(bound.arguments.items())
-    except (TypeError, ValueError):
-        return [(f"argument {i + 1}", value) for i, value in enumerate(args)] + list(kwargs.items())
-
-
-def expect_value_error(what: str, fn: Callable, names: Sequence[str], *args, **kwargs) -> None:
-    """Learner code ``fn(*args, **kwargs)`` must raise ValueError whose message names one of
-    ``names`` as a word (so "x" is not found in "expected")."""
-    try:
-        guarded(what, _expect_value_error(fn), *args, **kwargs)
-    except CheckFailure as failure:
-        if not isinstance(failure.__cause__, _RaisedValueError):
-            raise
-        message = str(failure.__cause__.error)
-        if not any(re.search(rf"\b{re.escape(name)}\b", message) for name in names):
-            fail(f"{what} raised ValueError({message!r}); say which argument is wrong "
-                 f"(mention {' or '.join(repr(n) for n in names)}).")
-        return
-    fail(f"{what} should raise ValueError naming the argument, but it returned normally.")
-
-
-class _RaisedValueError(Exception):
-    def __init__(self, error: ValueError):
+class _ValueErrorRaised(Exception):
+    def __init__(self, error: LearnerError):
         self.error = error
 
 
-def _expect_value_error(fn: Callable) -> Callable:
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as error:
-            raise _RaisedValueError(error) from None
-
-    return call
-
-
-def _same_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return bool(torch.equal(torch.nan_to_num(a.detach(), nan=0.5), torch.nan_to_num(b, nan=0.5)))
-
-
-def load_module(path: Path, module_name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class Learner:
-    """The learner's module, imported once under guard, with guarded call helpers."""
+    """The learner's file as the checks see it: every call crosses to the worker."""
 
-    def __init__(self, module: ModuleType):
-        self.module = module
+    def __init__(self, remote: Remote, names: dict[str, str]):
+        self.remote = remote
+        self.names = names    # what the learner's module defines: name -> "function" | "class" | "value"
 
-    def get(self, name: str):
-        value = getattr(self.module, name, None)
-        if value is None:
-            fail(f"your file does not define {name}; the statement asks for it.")
-        return value
+    # -- the requests --------------------------------------------------------------------
 
-    def call(self, name: str, *args, **kwargs):
+    def _ask(self, what: str, op: str, *, value_error_ok: bool = False, **fields) -> Any:
+        if self.remote.broken is not None:
+            fail(f"not run: {_problem_text(self.remote.broken)} earlier, so the worker is gone.")
+        try:
+            return self.remote.request(op, **fields)
+        except LearnerError as error:
+            if value_error_ok and error.kind == "value_error":
+                raise _ValueErrorRaised(error) from None
+            fail(_learner_error_text(what, error))
+        except WorkerLost as problem:
+            raise CheckFailure(f"your code stopped the worker process while {what} ran", None, what) from problem
+        except WorkerProblem as problem:
+            fail(f"your code {_problem_text(problem)} while {what} ran.")
+
+    def _call(self, what: str, target: Any, method: str | None, args: tuple, kwargs: dict,
+              value_error_ok: bool = False) -> Any:
+        answer = self._ask(what, "call", value_error_ok=value_error_ok, target=target, method=method,
+                           args=list(args), kwargs=kwargs)
+        if not isinstance(answer, dict) or set(answer) != {"result", "modified"}:
+            raise CheckFailure(f"{what}: your code interfered with the grader (a malformed answer).")
+        if answer["modified"]:
+            fail(f"{what} modified its input {answer['modified'][0]} in place; work on new tensors instead.")
+        return answer["result"]
+
+    def call(self, name: str, *args, **kwargs) -> Any:
         """Call the learner's function ``name``."""
-        return guarded(f"{name}()", self.get(name), *args, **kwargs)
+        return self._call(f"{name}()", name, None, args, kwargs)
 
-    def new(self, name: str, *args, **kwargs):
+    def new(self, name: str, *args, **kwargs) -> RemoteObject:
         """Construct the learner's class ``name``."""
-        return guarded(f"{name}(...)", self.get(name), *args, **kwargs)
+        obj = self._call(f"{name}(...)", name, None, args, kwargs)
+        if not isinstance(obj, RemoteObject):
+            fail(f"{name}(...) should make an object, got {type(obj).__name__}.")
+        return obj
+
+    def module(self, name: str, *args, **kwargs) -> RemoteObject:
+        """Construct the learner's ``nn.Module`` subclass ``name``."""
+        obj = self.new(name, *args, **kwargs)
+        if not obj.is_module:
+            fail(f"{name}(...) should be a torch.nn.Module, got {obj.type_name}.")
+        return obj
+
+    def run(self, obj: RemoteObject, *args, what: str | None = None, **kwargs) -> Any:
+        """Call a learner object: a module's forward."""
+        return self._call(what or f"{obj.type_name}.forward", obj, None, args, kwargs)
+
+    def method(self, obj: RemoteObject, name: str, *args, what: str | None = None, **kwargs) -> Any:
+        return self._call(what or f"{obj.type_name}.{name}", obj, name, args, kwargs)
+
+    def attr(self, obj: RemoteObject, name: str) -> Any:
+        return self._ask(f"reading {obj.type_name}.{name}", "getattr", target=obj, name=name)
+
+    def length(self, obj: RemoteObject) -> int:
+        n = self._ask(f"len({obj.type_name})", "len", target=obj)
+        if type(n) is not int:
+            fail(f"len() of your {obj.type_name} should be an int, got {type(n).__name__}.")
+        return n
 
     def raises(self, case: str, names: Sequence[str], fn_name: str, *args, **kwargs) -> None:
-        """Fail unless ``fn_name(*args)`` raises ValueError whose message names one of ``names``."""
-        expect_value_error(f"{fn_name}() with {case}", self.get(fn_name), names, *args, **kwargs)
+        """Fail unless ``fn_name(*args)`` raises ValueError whose message names one of ``names``
+        as a word (so "x" is not found in "expected")."""
+        what = f"{fn_name}() with {case}"
+        try:
+            self._call(what, fn_name, None, args, kwargs, value_error_ok=True)
+        except _ValueErrorRaised as raised:
+            message = raised.error.message
+            if not any(re.search(rf"\b{re.escape(name)}\b", message) for name in names):
+                fail(f"{what} raised ValueError({message!r}); say which argument is wrong "
+                     f"(mention {' or '.join(repr(n) for n in names)}).")
+            return
+        fail(f"{what} should raise ValueError naming the argument, but it returned normally.")
 
-    def run(self, obj, *args, what: str | None = None, **kwargs):
-        """Call a learner object (a module's forward, a method)."""
-        label = what or f"{type(obj).__name__}.forward"
-        return guarded(label, obj, *args, **kwargs)
+    # -- modules -------------------------------------------------------------------------
+
+    def to(self, module: RemoteObject, **kwargs) -> RemoteObject:
+        self._ask(f"{module.type_name}.to()", "to", target=module, kwargs=kwargs)
+        return module
+
+    def train(self, module: RemoteObject, mode: bool = True) -> RemoteObject:
+        self._ask(f"{module.type_name}.train()", "train", target=module, mode=mode)
+        return module
+
+    def eval(self, module: RemoteObject) -> RemoteObject:
+        return self.train(module, False)
+
+    def state(self, module: RemoteObject) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The module's state dict: name -> (shape, dtype)."""
+        entries = self._ask(f"{module.type_name}.state_dict()", "state", target=module)
+        try:
+            return {str(name): (tuple(int(n) for n in shape), str(dtype)) for name, shape, dtype in entries}
+        except (TypeError, ValueError):
+            raise CheckFailure(f"{module.type_name}: your code interfered with the grader (a malformed state dict).")
+
+    def parameters(self, module: RemoteObject) -> dict[str, tuple[int, ...]]:
+        entries = self._ask(f"{module.type_name}.named_parameters()", "parameters", target=module)
+        try:
+            return {str(name): tuple(int(n) for n in shape) for name, shape, _ in entries}
+        except (TypeError, ValueError):
+            raise CheckFailure(f"{module.type_name}: your code interfered with the grader (a malformed answer).")
+
+    def load(self, module: RemoteObject, state: dict[str, torch.Tensor]) -> None:
+        self._ask(f"loading weights into {module.type_name}", "load", target=module, state=state)
+
+    def seed(self, seed: int) -> None:
+        self._ask("torch.manual_seed()", "seed", seed=seed)
+
+    def grad(self, outputs: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor],
+             wrt: Sequence[torch.Tensor] = (), module: RemoteObject | None = None,
+             what: str = "the backward pass through your code"):
+        """Gradients of sum(output * grad_output) with respect to the tensors ``wrt`` (inputs the
+        judge sent) and, given ``module``, its parameters: (list, dict name -> grad or None)."""
+        for output in outputs:
+            if getattr(output, "_worker_id", None) is None:
+                raise TypeError("grad() takes tensors the learner's code returned")  # a bug in a check
+        answer = self._ask(what, "grad", outputs=[o._worker_id for o in outputs], grad_outputs=list(grad_outputs),
+                           wrt=[_judge_id(t) for t in wrt], module=module)
+        try:
+            grads, params = answer["inputs"], answer["parameters"]
+            assert len(grads) == len(wrt) and isinstance(params, dict)
+            assert all(g is None or isinstance(g, torch.Tensor) for g in [*grads, *params.values()])
+        except (TypeError, KeyError, AssertionError):
+            raise CheckFailure(f"{what}: your code interfered with the grader (a malformed answer).")
+        return grads, params
+
+    def peak_memory(self, run: Callable[[], Any]) -> tuple[Any, int]:
+        """Run ``run`` (learner calls) and measure the worker's peak resident memory meanwhile,
+        from outside the sandbox: (its result, bytes)."""
+        from attn_drill.engine import processes
+
+        pids = processes.tree(config().worker_pid)
+        processes.reset_peaks(pids)
+        result = run()
+        return result, processes.peak_bytes(processes.tree(config().worker_pid) or pids)
 
 
-_import_state: dict[str, Any] = {}
+def _judge_id(tensor: torch.Tensor) -> int:
+    judge_id = getattr(tensor, "_judge_id", None)
+    if judge_id is None:
+        raise TypeError("grad() is taken with respect to tensors the judge sent")  # a bug in a check
+    return judge_id
+
+
+def _problem_text(problem: WorkerProblem) -> str:
+    if isinstance(problem, OutOfTime):
+        return str(problem)
+    if isinstance(problem, Interference):
+        return f"interfered with the grader: it {problem}"
+    return "stopped the worker process"
+
+
+def _learner_error_text(what: str, error: LearnerError) -> str:
+    if error.kind == "not_implemented":
+        where = [line for line in error.trace.splitlines() if line.startswith("  ")][-1:]
+        return f"{what} is not written yet: it raises NotImplementedError." + (f"\n{where[0]}" if where else "")
+    if error.kind == "forbidden":
+        return f"{what}: {error.message}"
+    if error.kind == "system_exit":
+        return f"{what}: your code called sys.exit({error.message}); return a result instead."
+    if error.kind == "missing":
+        return f"{error.message}; the statement asks for it."
+    if error.kind == "unencodable":
+        return f"{what} returned something the grader cannot take: {error.message}."
+    if error.kind == "no_grad":
+        return f"{what}: {error.message}; do not detach, use .data or .numpy()."
+    return f"{what} raised an error:\n{error.trace}"
 
 
 def _import_learner() -> Learner:
     cfg = config()
-    if "learner" in _import_state:
-        return _import_state["learner"]
-    if "error" in _import_state:
+    state = cfg.state
+    if "learner" in state:
+        return state["learner"]
+    if "error" in state:
         pytest.skip("your file did not import (see the first check)")
-    cfg.on_import("start")
+    remote = cfg.remote
     try:
-        module = guarded("importing your file", load_module, cfg.learner_file, f"learner_{cfg.exercise}")
+        try:
+            remote.ready(cfg.startup_s)
+            remote.request("settings", settings=cfg.worker_settings)
+        except WorkerProblem as problem:
+            raise CheckFailure(f"the worker process did not start: {problem}", None, "starting") from problem
+        learner = Learner(remote, {})
+        names = learner._ask("importing your file", "import")
+        if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+            fail("importing your file: your code interfered with the grader (a malformed answer).")
+        learner.names = names
     except CheckFailure as failure:
-        _import_state["error"] = failure
+        state["error"] = failure
         raise
-    finally:
-        cfg.on_import("end")
-    learner = Learner(module)
-    _import_state["learner"] = learner
+    state["learner"] = learner
     return learner
 
 
 @pytest.fixture
 def learner() -> Learner:
-    return _import_learner()
+    learner = _import_learner()
+    learner._ask("preparing the check", "reset")
+    return learner
 
 
 @pytest.fixture(scope="session")
 def reference() -> ModuleType:
+    import importlib.util
+    import sys
+
     cfg = config()
-    return load_module(cfg.reference_file, f"reference_{cfg.exercise}")
+    spec = importlib.util.spec_from_file_location(f"reference_{cfg.exercise}", cfg.reference_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -342,7 +345,7 @@ def device() -> torch.device:
 
 def require_defined(learner: Learner) -> None:
     """The import check: the file imports and defines everything the statement asks for."""
-    missing = [name for name in config().defines if not callable(getattr(learner.module, name, None))]
+    missing = [name for name in config().defines if learner.names.get(name) not in ("function", "class")]
     if missing:
         fail(f"your file does not define {', '.join(missing)}; the statement asks for "
              f"{', '.join(config().defines)}.")
@@ -401,13 +404,15 @@ def describe(**tensors: Any) -> str:
 
 def expect_tensor(value: Any, what: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        fail(f"{what} should be a tensor, got {type(value).__name__}.")
+        kind = value.type_name if isinstance(value, RemoteObject) else type(value).__name__
+        fail(f"{what} should be a tensor, got {kind}.")
     return value
 
 
 def expect_tuple(value: Any, length: int, what: str) -> tuple:
     if not isinstance(value, tuple) or len(value) != length:
-        got = f"a tuple of {len(value)}" if isinstance(value, tuple) else type(value).__name__
+        got = f"a tuple of {len(value)}" if isinstance(value, tuple) else (
+            value.type_name if isinstance(value, RemoteObject) else type(value).__name__)
         fail(f"{what} should return a tuple of {length}, got {got}.")
     return value
 
@@ -415,7 +420,7 @@ def expect_tuple(value: Any, length: int, what: str) -> tuple:
 def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
     atol, rtol = tolerance(expected.dtype)
     both_nan = torch.isnan(got) & torch.isnan(expected)
-    return bool((_ORIGINAL_CLOSE(got, expected, rtol=rtol, atol=atol) | both_nan).all())
+    return bool((torch.isclose(got, expected, rtol=rtol, atol=atol) | both_nan).all())
 
 
 def matches(got: Any, expected: torch.Tensor) -> bool:
@@ -432,8 +437,10 @@ def _index(flat: int, shape: torch.Size) -> list[int]:
     return index[::-1]
 
 
-def compare(what: str, got: Any, expected: torch.Tensor, *, inputs: str,
-            mistakes: Sequence[tuple[Mistake, Callable[[], Any]]] = ()) -> None:
+MistakeCandidates = Sequence[tuple[Mistake, Callable[[], Any]]]
+
+
+def compare(what: str, got: Any, expected: torch.Tensor, *, inputs: str, mistakes: MistakeCandidates = ()) -> None:
     """Fail unless ``got`` equals ``expected``: same shape, dtype, device, values within tolerance.
 
     ``mistakes`` pairs each known mistake with a function computing the output that mistake
@@ -443,9 +450,9 @@ def compare(what: str, got: Any, expected: torch.Tensor, *, inputs: str,
     problem = _difference(got, expected)
     if problem is None:
         return
-    mistake = named_mistake(got, mistakes, expected)
-    if mistake is not None:
-        fail(f"{what} is wrong for {inputs}: {problem}\nYour output equals {mistake.says}.", mistake.key)
+    found = named_mistake(got, mistakes, expected)
+    if found is not None:
+        fail(f"{what} is wrong for {inputs}: {problem}\nYour output equals {found.says}.", found.key)
     fail(f"{what} is wrong for {inputs}: {problem}")
 
 
@@ -455,9 +462,11 @@ def _difference(got: torch.Tensor, expected: torch.Tensor) -> str | None:
         return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
     if got.dtype != expected.dtype:
         return f"dtype {got.dtype}, expected {expected.dtype}: keep the input's dtype."
-    if got.device != expected.device:
+    if got.device.type != expected.device.type:
         return f"on device {got.device}, expected {expected.device}: keep the input's device."
     got_cpu, expected_cpu = got.detach().cpu(), expected.detach().cpu()
+    if got_cpu.is_complex() or not got_cpu.is_floating_point():
+        got_cpu = got_cpu.to(expected_cpu.dtype) if not got_cpu.is_complex() else got_cpu
     if _close(got_cpu, expected_cpu):
         return None
     atol, rtol = tolerance(expected.dtype)
@@ -473,54 +482,91 @@ def _difference(got: torch.Tensor, expected: torch.Tensor) -> str | None:
             f"tolerance atol={atol:g}, rtol={rtol:g}).")
 
 
-def fail_naming(message: str, got: Any, mistakes: Sequence[tuple[Mistake, Callable[[], Any]]]):
+def fail_naming(message: str, got: Any, mistakes: MistakeCandidates):
     """Fail with ``message``, naming the known mistake ``got`` matches, if any."""
-    mistake = named_mistake(got, mistakes)
-    if mistake is None:
+    found = named_mistake(got, mistakes)
+    if found is None:
         fail(message)
-    fail(f"{message}\nYour output equals {mistake.says}.", mistake.key)
+    fail(f"{message}\nYour output equals {found.says}.", found.key)
 
 
-def grad_of(what: str, output: Any, inputs: dict[str, torch.Tensor], seed: int = 99) -> dict[str, torch.Tensor]:
-    """Gradients of a fixed random projection of ``output`` with respect to each input."""
-    output = expect_tensor(output, what)
-    if not output.requires_grad:
-        fail(f"{what} is cut off from the inputs' graph (no grad_fn): do not detach, use .data or .numpy().")
-    weight = randn(*output.shape, dtype=output.dtype, device=output.device, seed=seed)
-    grads = torch.autograd.grad((output * weight).sum(), list(inputs.values()), allow_unused=True)
-    for name, grad in zip(inputs, grads):
-        if grad is None:
-            fail(f"{what} does not depend on {name} through autograd; is part of it detached?")
-    return dict(zip(inputs, grads))
+def named_mistake(got: Any, candidates: MistakeCandidates, expected: torch.Tensor | None = None) -> Mistake | None:
+    """The first known mistake whose output equals ``got`` (and, when ``expected`` is given,
+    differs from it: a mistake that is harmless on these inputs names nothing)."""
+    for known, compute in candidates:
+        wrong = compute()
+        if wrong is None or not matches(got, wrong):
+            continue
+        if expected is not None and matches(wrong, expected):
+            continue
+        return known
+    return None
 
 
-def compare_gradients(output: Any, expected: torch.Tensor, wrt: dict[str, torch.Tensor], *, inputs: str,
-                      nonfinite: str | None = None) -> None:
+# ---------------------------------------------------------------------------------------
+# Gradients and modules
+
+
+def projection(output: torch.Tensor, seed: int = 99) -> torch.Tensor:
+    """A fixed random output gradient: the backward pass of sum(output * projection)."""
+    return randn(*output.shape, dtype=output.dtype, device=output.device, seed=seed)
+
+
+def reference_grads(expected: torch.Tensor, wrt: dict[str, torch.Tensor], seed: int = 99) -> dict[str, torch.Tensor]:
+    grads = torch.autograd.grad(expected, list(wrt.values()), projection(expected, seed), allow_unused=True)
+    return dict(zip(wrt, grads))
+
+
+def compare_gradients(learner: Learner, output: Any, expected: torch.Tensor, wrt: dict[str, torch.Tensor], *,
+                      inputs: str, nonfinite: str | None = None, what: str = "out") -> None:
     """The gradients of the learner's ``output`` and the reference's ``expected`` with respect to
-    the same tensors agree; with ``nonfinite``, a NaN or inf gradient fails first with that advice."""
-    got = grad_of("out", output, wrt)
-    want = grad_of("the reference's out", expected, wrt)
-    for name in got:
-        if nonfinite and not torch.isfinite(got[name]).all():
+    the same inputs agree; with ``nonfinite``, a NaN or inf gradient fails first with that advice."""
+    output = expect_tensor(output, what)
+    if not getattr(output, "_worker_requires_grad", False):
+        fail(f"{what} is cut off from the inputs' graph (no grad_fn) for {inputs}: do not detach, "
+             "use .data or .numpy().")
+    got, _ = learner.grad([output], [projection(output)], list(wrt.values()))
+    want = reference_grads(expected, wrt)
+    for (name, grad), (_, expected_grad) in zip(zip(wrt, got), want.items()):
+        if grad is None:
+            fail(f"{what} does not depend on {name} through autograd for {inputs}; is part of it detached?")
+        if nonfinite and not torch.isfinite(grad).all():
             fail(f"the gradient of {name} has NaN or inf for {inputs}: {nonfinite}")
-        compare(f"the gradient of {name}", got[name], want[name], inputs=inputs)
+        compare(f"the gradient of {name}", grad, expected_grad, inputs=inputs)
 
 
-def copy_parameters(what: str, module: Any, source: torch.nn.Module) -> None:
+def copy_parameters(learner: Learner, what: str, module: RemoteObject, source: torch.nn.Module) -> None:
     """Load ``source``'s parameters into the learner's ``module``; the names must follow the contract."""
-    if not isinstance(module, torch.nn.Module):
-        fail(f"{what} should be a torch.nn.Module, got {type(module).__name__}.")
-    got, want = module.state_dict(), source.state_dict()
+    if not isinstance(module, RemoteObject) or not module.is_module:
+        fail(f"{what} should be a torch.nn.Module, got {getattr(module, 'type_name', type(module).__name__)}.")
+    got, want = learner.state(module), source.state_dict()
     missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or unexpected:
         fail(f"{what}'s parameters do not follow the statement: missing {missing or 'none'}, "
              f"unexpected {unexpected or 'none'}. Name the submodules as the statement does.")
     for name, tensor in want.items():
-        if got[name].shape != tensor.shape:
-            fail(f"{what}.{name} has shape {tuple(got[name].shape)}, expected {tuple(tensor.shape)}.")
-    with torch.no_grad():
-        for name, tensor in want.items():
-            got[name].copy_(tensor)
+        if got[name][0] != tuple(tensor.shape):
+            fail(f"{what}.{name} has shape {got[name][0]}, expected {tuple(tensor.shape)}.")
+    learner.load(module, dict(want))
+
+
+def compare_parameter_grads(learner: Learner, what: str, module: RemoteObject, output: torch.Tensor,
+                            reference_module: torch.nn.Module, expected: torch.Tensor, *, inputs: str) -> None:
+    """Every parameter of the learner's module receives the reference's gradient (none left out
+    of the graph) for the backward pass of sum(output * projection)."""
+    output = expect_tensor(output, f"the output of {what}")
+    if not getattr(output, "_worker_requires_grad", False):
+        fail(f"the output of {what} is cut off from the graph (no grad_fn) for {inputs}: do not detach.")
+    _, got = learner.grad([output], [projection(output)], module=module)
+    names = [name for name, p in reference_module.named_parameters() if p.requires_grad]
+    want = torch.autograd.grad(expected, [dict(reference_module.named_parameters())[n] for n in names],
+                               projection(expected), allow_unused=True)
+    for name, expected_grad in zip(names, want):
+        grad = got.get(name)
+        if grad is None:
+            fail(f"{what}.{name} received no gradient for {inputs}: it is not used in forward, or its path is detached.")
+        if expected_grad is not None:
+            compare(f"the gradient of {what}.{name}", grad, expected_grad, inputs=inputs)
 
 
 def load_multihead(module: torch.nn.MultiheadAttention, in_weight: torch.Tensor, in_bias: torch.Tensor | None,
@@ -544,24 +590,3 @@ def builtin_multihead(num_heads: int, in_weight: torch.Tensor, in_bias: torch.Te
     module = torch.nn.MultiheadAttention(in_weight.size(1), num_heads, bias=in_bias is not None, batch_first=True,
                                          dtype=in_weight.dtype, device=in_weight.device)
     return load_multihead(module, in_weight, in_bias, out_weight, out_bias).eval()
-
-
-def expect_every_parameter_has_grad(what: str, module: torch.nn.Module) -> None:
-    """After a backward pass: every parameter received a gradient (none left out of the graph)."""
-    for name, parameter in module.named_parameters():
-        if parameter.grad is None:
-            fail(f"{what}.{name} received no gradient: it is not used in forward, or its path is detached.")
-
-
-def named_mistake(got: Any, candidates: Sequence[tuple[Mistake, Callable[[], Any]]],
-                  expected: torch.Tensor | None = None) -> Mistake | None:
-    """The first known mistake whose output equals ``got`` (and, when ``expected`` is given,
-    differs from it: a mistake that is harmless on these inputs names nothing)."""
-    for mistake, compute in candidates:
-        wrong = compute()
-        if wrong is None or not matches(got, wrong):
-            continue
-        if expected is not None and matches(wrong, expected):
-            continue
-        return mistake
-    return None

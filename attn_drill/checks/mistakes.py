@@ -11,21 +11,19 @@ from typing import Callable
 
 import torch
 
-from attn_drill.checks.harness import Mistake
+from attn_drill.checks.harness import Mistake, mistake
 
-NO_SCALE = Mistake("no-scale", "attention without the 1/sqrt(d) scale")
-SCALE_BY_D = Mistake("scale-by-d", "attention scaled by 1/d instead of 1/sqrt(d)")
-SCALE_MULTIPLIED = Mistake("scale-multiplied", "attention with scores multiplied by sqrt(d) instead of divided")
-SOFTMAX_OVER_QUERIES = Mistake("softmax-dim", "attention with the softmax over the queries (dim=-2) instead of the keys")
-MASK_INVERTED = Mistake("mask-inverted", "attention with the mask inverted: True must mean 'may attend'")
-MASK_IGNORED = Mistake("mask-ignored", "attention that ignores the mask")
-MASK_AFTER_SOFTMAX = Mistake(
-    "mask-after-softmax", "attention that zeroes masked weights after the softmax without renormalising")
-NO_SOFTMAX = Mistake("no-softmax", "attention without the softmax (raw scores used as weights)")
-QK_SWAPPED = Mistake("qk-swapped", "attention with queries and keys swapped (k @ q^T): the weights are transposed")
-CAUSAL_TOP_LEFT = Mistake(
-    "causal-top-left", "a causal mask aligned top-left; with a cache (L != S) it must be bottom-right aligned")
-CAUSAL_INVERTED = Mistake("causal-inverted", "a causal mask that lets positions see the future and not the past")
+NO_SCALE = mistake("no-scale")
+SCALE_BY_D = mistake("scale-by-d")
+SCALE_MULTIPLIED = mistake("scale-multiplied")
+SOFTMAX_OVER_QUERIES = mistake("softmax-dim")
+MASK_INVERTED = mistake("mask-inverted")
+MASK_IGNORED = mistake("mask-ignored")
+MASK_AFTER_SOFTMAX = mistake("mask-after-softmax")
+NO_SOFTMAX = mistake("no-softmax")
+QK_SWAPPED = mistake("qk-swapped")
+CAUSAL_TOP_LEFT = mistake("causal-top-left")
+CAUSAL_INVERTED = mistake("causal-inverted")
 
 
 def attention(q, k, v, mask=None, scale=None, *, scale_kind="sqrt", softmax_dim=-1, invert_mask=False,

@@ -1,0 +1,149 @@
+"""The judge: runs one exercise's hidden checks under pytest against a remote learner.
+
+Started by the supervisor as ``python -m attn_drill.engine.judge``, with its settings on
+stdin. It holds the checks and the reference, makes every input, does every comparison and
+decides every verdict; the learner's code runs only in the worker, reached through the
+``learner`` fixture (:mod:`attn_drill.engine.remote`). It never imports, unpickles or
+executes anything of the learner's: it reads the learner's file as text for the static scan,
+and receives plain data from the worker.
+
+It reports to the supervisor over a pipe only the two of them hold: the checks collected, a
+marker as each starts, each outcome, and "done" (one JSON object a line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+
+class Reporter:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, record_type: str, /, **fields) -> None:
+        from attn_drill.engine.wire import write_all
+
+        write_all(self.fd, (json.dumps({"type": record_type, **fields}) + "\n").encode())
+
+
+class Collector:
+    """A pytest plugin that sends each check's outcome (never scraping terminal text)."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+        self.failure: dict[str, dict] = {}
+        self.called: set[str] = set()
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.reporter.send("internal", message=str(report.longrepr)[-3000:])
+
+    def pytest_collection_finish(self, session):
+        checks = [{"id": item.nodeid, "name": _title(item)} for item in session.items]
+        self.reporter.send("collected", checks=checks)
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.reporter.send("start", check=nodeid)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if report.when == "call" and report.passed:
+            self.called.add(item.nodeid)
+        if (report.failed or report.skipped) and item.nodeid not in self.failure and call.excinfo:
+            self.failure[item.nodeid] = _explain(call.excinfo.value)
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "teardown":
+            return
+        nodeid = report.nodeid
+        failure = self.failure.get(nodeid, {"message": ""})
+        passed = nodeid in self.called and nodeid not in self.failure
+        if not passed and not failure["message"]:
+            failure = {**failure, "message": "the check did not complete."}
+        self.reporter.send("result", check=nodeid, passed=passed, **failure)
+
+
+def _title(item) -> str:
+    from attn_drill.checks.harness import config
+
+    function = getattr(item, "function", None)
+    title = getattr(function, "__check_title__", item.name)
+    return title.replace("{defines}", " and ".join(config().defines))
+
+
+def _explain(exc: BaseException) -> dict:
+    from attn_drill.checks.harness import CheckFailure
+    from attn_drill.engine.remote import WorkerLost
+
+    if isinstance(exc, CheckFailure):
+        record = {"message": exc.message, "mistake": exc.mistake}
+        if isinstance(exc.__cause__, WorkerLost):
+            record["lost"] = exc.while_doing
+        return record
+    if isinstance(exc, pytest.skip.Exception):
+        return {"message": f"not run: {exc.msg}"}
+    return {"message": f"the check could not use your result: {type(exc).__name__}: {exc}"}
+
+
+def main() -> None:
+    settings = json.loads(sys.stdin.readline())
+    sys.stdin.close()
+    reporter = Reporter(settings["results_fd"])
+
+    import torch
+
+    from attn_drill.checks import harness
+    from attn_drill.engine.remote import Remote
+
+    wanted = settings["device"]
+    if wanted == "cuda" and not torch.cuda.is_available():
+        reporter.send("error", kind="no_cuda")
+        os._exit(3)
+    device = torch.device("cuda" if wanted in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(1)  # the checks' tensors are tiny: more threads only contend for the cores
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 tolerances assume full precision
+    torch.backends.cudnn.allow_tf32 = False
+
+    settings["worker"]["device"] = device.type
+    remote = Remote(settings["requests_fd"], settings["replies_fd"], settings["budget_s"], device)
+    harness.CONFIG = harness.Config(
+        exercise=settings["exercise"],
+        learner_file=Path(settings["learner_file"]),
+        learner_name=settings["learner_name"],
+        reference_file=Path(settings["reference_file"]),
+        defines=tuple(settings["defines"]),
+        forbidden=tuple(settings["forbidden"]),
+        worker_settings=settings["worker"],
+        worker_pid=settings["worker_pid"],
+        startup_s=settings["startup_s"],
+        device=device,
+        remote=remote,
+    )
+    reporter.send("ready", device=device.type)
+
+    workdir = Path.cwd()  # a private temporary folder the supervisor made and removes
+    ini = workdir / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    code = pytest.main(
+        [
+            settings["checks_file"], "-c", str(ini), "--rootdir", str(workdir),
+            "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
+            "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
+            "-p", "no:terminal", "-p", "no:warnings", "-s",
+        ],
+        plugins=[Collector(reporter), harness],
+    )
+    reporter.send("done", exit=int(code))
+    sys.stdout.flush()
+    os._exit(int(code))
+
+
+if __name__ == "__main__":
+    main()

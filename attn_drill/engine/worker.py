@@ -1,0 +1,465 @@
+"""The worker: the only process that runs the learner's code.
+
+It starts inside the sandbox (``attn_drill.engine.sandbox``), imports torch, then answers
+the judge's requests one at a time: import the learner's file, call a function or a method,
+read an attribute, load a state dict, switch train/eval, seed the RNG, take gradients. It
+returns plain data only (see ``wire``): values as JSON, tensors as bytes, learner objects as
+opaque handles. It holds no reference solution, no check and no verdict: whatever it sends,
+the judge decides what it is worth.
+
+While learner code runs, the forbidden built-ins of the exercise raise a "write this
+yourself" error at the operator level: a torch-function mode sees the Python-level entry
+points (``F.scaled_dot_product_attention`` through any alias, ``torch.ops.aten``), a dispatch
+mode sees the fused kernels behind them. This is best effort against deliberate evasion; the
+judge's verdicts on values do not depend on it.
+
+This file imports nothing of attn-drill but ``wire``, which the sandbox carries beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import wire  # noqa: E402  (the copy beside this file, not attn_drill's)
+
+MAX_DEPTH = 16          # nesting of lists, tuples and dicts in a value
+MAX_ITEMS = 4096        # entries in one value
+
+
+class ForbiddenCall(Exception):
+    pass
+
+
+class Unencodable(Exception):
+    pass
+
+
+def main() -> None:
+    requests, replies = int(sys.argv[1]), int(sys.argv[2])
+    for fd in (requests, replies):
+        os.set_inheritable(fd, False)  # processes the learner starts do not get them
+    sys.stdin = open(os.devnull)
+    import torch
+
+    torch.set_num_threads(1)  # the checks' tensors are tiny: more threads only contend
+    worker = Worker(torch)
+    wire.write_all(replies, wire.frame({"ready": True, "cuda": torch.cuda.is_available()}))
+    while True:
+        try:
+            body, blob = wire.read_frame(requests)
+        except wire.PeerClosed:
+            os._exit(0)
+        body, blob = worker.handle(body, blob)
+        wire.write_all(replies, wire.frame(body, blob))
+
+
+class Worker:
+    def __init__(self, torch):
+        self.torch = torch
+        self.settings: dict = {}
+        self.module = None
+        self.objects: dict[int, object] = {}     # handles of learner objects
+        self.outputs: dict[int, object] = {}     # tensors sent to the judge, by id, for gradients
+        self.inputs: dict[int, object] = {}      # tensors the judge sent, by the judge's id
+        self.next_id = 1
+
+    # -- requests ------------------------------------------------------------------------
+
+    def handle(self, body: dict, blob: bytes) -> tuple[dict, bytes]:
+        op = body.get("op")
+        handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if handler is None:
+            return {"ok": False, "error": {"kind": "protocol", "message": f"unknown request {op!r}"}}, b""
+        encoder = Encoder(self)
+        try:
+            tensors = self.torch_load(blob)
+            value = handler(body, Decoder(self, tensors))
+            return {"ok": True, "value": encoder.value(value)}, encoder.blob()
+        except LearnerError as error:
+            return {"ok": False, "error": error.record}, b""
+        except Unencodable as error:
+            return {"ok": False, "error": {"kind": "unencodable", "message": str(error)}}, b""
+        except Exception as exc:  # learner objects misbehaving while the worker handles them
+            return {"ok": False, "error": {"kind": "exception", "type": type(exc).__name__,
+                                           "message": "", "trace": f"the grader could not handle your result "
+                                                                   f"({type(exc).__name__})"}}, b""
+
+    def torch_load(self, blob: bytes) -> dict:
+        if not blob:
+            return {}
+        from safetensors.torch import load
+
+        return load(blob)
+
+    def op_settings(self, body, decode):
+        self.settings = decode.value(body["settings"])
+        self.guard = Guard(self.torch, self.settings.get("forbidden", []))
+        self.device = self.torch.device(self.settings.get("device", "cpu"))
+        if self.device.type == "cuda":
+            self.torch.backends.cuda.matmul.allow_tf32 = False  # float32 tolerances assume full precision
+            self.torch.backends.cudnn.allow_tf32 = False
+        return None
+
+    def op_import(self, body, decode):
+        import importlib.util
+
+        path = self.settings["learner_file"]
+        spec = importlib.util.spec_from_file_location(self.settings.get("module_name", "learner"), path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        self.run(spec.loader.exec_module, (module,), {})
+        self.module = module
+        return {name: kind_of(value) for name, value in vars(module).items() if not name.startswith("__")}
+
+    def op_reset(self, body, decode):
+        self.objects.clear()
+        self.outputs.clear()
+        self.inputs.clear()
+        return None
+
+    def op_call(self, body, decode):
+        target = self.target(body.get("target"))
+        if body.get("method") is not None:
+            target = self.run(getattr, (target, str(body["method"])), {})
+        args = decode.value(body.get("args", []))
+        kwargs = decode.value(body.get("kwargs", {"$dict": []}))
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise LearnerError({"kind": "protocol", "message": "bad arguments"})
+        before = [(path, tensor, tensor.detach().clone()) for path, tensor in decode.sent]
+        result = self.run(target, tuple(args), kwargs)
+        modified = [path for path, tensor, copy in before if not same(self.torch, tensor, copy)]
+        return {"result": result, "modified": modified}
+
+    def op_getattr(self, body, decode):
+        return self.run(getattr, (self.target(body.get("target")), str(body.get("name"))), {})
+
+    def op_len(self, body, decode):
+        return self.run(len, (self.target(body.get("target")),), {})
+
+    def op_to(self, body, decode):
+        module = self.target(body.get("target"))
+        kwargs = decode.value(body.get("kwargs", {"$dict": []}))
+        return self.run(module.to, (), kwargs)
+
+    def op_train(self, body, decode):
+        module = self.target(body.get("target"))
+        self.run(module.train, (bool(body.get("mode", True)),), {})
+        return None
+
+    def op_state(self, body, decode):
+        """Names, shapes and dtypes of a module's state dict."""
+        state = self.run(lambda m: m.state_dict(), (self.target(body.get("target")),), {})
+        return [[str(name), list(value.shape), str(value.dtype).removeprefix("torch.")]
+                for name, value in state.items() if isinstance(value, self.torch.Tensor)]
+
+    def op_parameters(self, body, decode):
+        module = self.target(body.get("target"))
+        named = self.run(lambda m: list(m.named_parameters()), (module,), {})
+        return [[str(name), list(p.shape), bool(p.requires_grad)] for name, p in named]
+
+    def op_load(self, body, decode):
+        """Copy the judge's tensors into a module's state dict, entry by entry."""
+        module = self.target(body.get("target"))
+        state = decode.value(body.get("state"))
+
+        def load(module, state):
+            own = module.state_dict()
+            with self.torch.no_grad():
+                for name, tensor in state.items():
+                    own[name].copy_(tensor)
+
+        self.run(load, (module, state), {})
+        return None
+
+    def op_seed(self, body, decode):
+        self.torch.manual_seed(int(body.get("seed", 0)))
+        return None
+
+    def op_grad(self, body, decode):
+        """Gradients of sum(output * grad_output) over the given outputs, with respect to
+        tensors the judge sent and, with ``module``, that module's parameters."""
+        outputs = [self.outputs.get(int(i)) for i in body.get("outputs", [])]
+        if any(o is None for o in outputs):
+            raise LearnerError({"kind": "protocol", "message": "unknown output tensor"})
+        grad_outputs = decode.value(body.get("grad_outputs", []))
+        wrt = [self.inputs.get(int(i)) for i in body.get("wrt", [])]
+        names, params = [], []
+        if body.get("module") is not None:
+            for name, parameter in self.target(body["module"]).named_parameters():
+                names.append(name)
+                params.append(parameter)
+        if any(not getattr(o, "requires_grad", False) for o in outputs):
+            raise LearnerError({"kind": "no_grad", "message": "an output is not connected to the inputs' graph"})
+
+        def take(outputs, grad_outputs, targets):
+            leaves = [t for t in targets if t is not None and t.requires_grad]
+            grads = self.torch.autograd.grad(outputs, leaves, grad_outputs, allow_unused=True)
+            found = iter(grads)
+            return [next(found) if t is not None and t.requires_grad else None for t in targets]
+
+        grads = self.run(take, (outputs, grad_outputs, wrt + params), {}, guarded=False)
+        return {"inputs": grads[:len(wrt)], "parameters": dict(zip(names, grads[len(wrt):]))}
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def target(self, ref):
+        if isinstance(ref, dict) and "$h" in ref:
+            obj = self.objects.get(ref["$h"]) if isinstance(ref["$h"], int) else None
+            if obj is None:
+                raise LearnerError({"kind": "protocol", "message": "unknown handle"})
+            return obj
+        if isinstance(ref, str):
+            if self.module is None:
+                raise LearnerError({"kind": "protocol", "message": "the learner's file is not imported"})
+            if not hasattr(self.module, ref):
+                raise LearnerError({"kind": "missing", "message": f"your file does not define {ref}"})
+            return getattr(self.module, ref)
+        raise LearnerError({"kind": "protocol", "message": "bad target"})
+
+    def run(self, fn, args, kwargs, *, guarded: bool = True):
+        """Run learner code; anything it raises becomes a LearnerError with a short traceback."""
+        try:
+            if not guarded:
+                return fn(*args, **kwargs)
+            with self.guard:
+                return fn(*args, **kwargs)
+        except ForbiddenCall as exc:
+            raise LearnerError({"kind": "forbidden", "message": str(exc)}) from None
+        except BaseException as exc:  # the learner's own error, whatever it is
+            if isinstance(exc, LearnerError):
+                raise
+            used = self.guard.used[:1] if guarded else []
+            if used:
+                raise LearnerError({"kind": "forbidden", "message": used[0]}) from None
+            raise LearnerError(self.describe(exc)) from None
+
+    def describe(self, exc: BaseException) -> dict:
+        path = self.settings.get("learner_file")
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+        lines = [f"  {os.path.basename(f.filename)}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}"
+                 for f in frames[-6:]]
+        try:
+            summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        except BaseException:  # a learner exception whose __str__ itself fails
+            summary = type(exc).__name__
+        kind = {NotImplementedError: "not_implemented", SystemExit: "system_exit",
+                ValueError: "value_error"}.get(type(exc), "exception")
+        if isinstance(exc, ValueError):
+            kind = "value_error"
+        try:
+            message = str(exc)
+        except BaseException:
+            message = ""
+        return {"kind": kind, "type": type(exc).__name__, "message": message[:2000],
+                "trace": "\n".join([*lines, summary[:2000]])}
+
+    def keep(self, obj) -> int:
+        handle = self.next_id
+        self.next_id += 1
+        self.objects[handle] = obj
+        return handle
+
+
+class LearnerError(Exception):
+    def __init__(self, record: dict):
+        super().__init__(record.get("message", ""))
+        self.record = record
+
+
+def kind_of(value) -> str:
+    if isinstance(value, type):
+        return "class"
+    return "function" if callable(value) else "value"
+
+
+def same(torch, tensor, copy) -> bool:
+    if tensor.shape != copy.shape or tensor.dtype != copy.dtype:
+        return False
+    a, b = tensor.detach(), copy
+    if a.is_floating_point():
+        a, b = torch.nan_to_num(a, nan=0.5), torch.nan_to_num(b, nan=0.5)
+    return bool(torch.equal(a, b))
+
+
+class Encoder:
+    """Learner values to wire values: tensors into the blob, objects as handles."""
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.tensors: dict[str, object] = {}
+        self.items = 0
+
+    def value(self, value, depth: int = 0):
+        torch = self.worker.torch
+        self.items += 1
+        if depth > MAX_DEPTH or self.items > MAX_ITEMS:
+            raise Unencodable("your result is nested too deeply or has too many parts")
+        kind = type(value)
+        if value is None or kind in (bool, int, float, str):
+            return value
+        if kind in (torch.Tensor, torch.nn.Parameter):
+            return self.tensor(value)
+        if isinstance(value, torch.Tensor):  # a subclass: never sent as a tensor
+            return {"$h": self.worker.keep(value), "type": kind.__name__, "module": False, "subclass": True}
+        if kind is tuple or kind is torch.Size:
+            return {"$tuple": [self.value(v, depth + 1) for v in value]}
+        if kind is list:
+            return [self.value(v, depth + 1) for v in value]
+        if kind is dict:
+            return {"$dict": [[self.value(k, depth + 1), self.value(v, depth + 1)] for k, v in value.items()]}
+        if kind is torch.dtype:
+            return {"$dtype": str(value).removeprefix("torch.")}
+        if kind is torch.device:
+            return {"$device": str(value)}
+        return {"$h": self.worker.keep(value), "type": kind.__name__[:100],
+                "module": isinstance(value, torch.nn.Module), "subclass": False}
+
+    def tensor(self, value) -> dict:
+        worker = self.worker
+        wid = worker.next_id
+        worker.next_id += 1
+        worker.outputs[wid] = value
+        name = f"t{len(self.tensors)}"
+        self.tensors[name] = value.detach().to("cpu", copy=True).contiguous()
+        return {"$t": name, "w": wid, "rg": bool(value.requires_grad), "dev": value.device.type}
+
+    def blob(self) -> bytes:
+        if not self.tensors:
+            return b""
+        from safetensors.torch import save
+
+        return save(self.tensors)
+
+
+class Decoder:
+    """Wire values from the judge to worker values; remembers the tensors it made."""
+
+    def __init__(self, worker: Worker, tensors: dict):
+        self.worker = worker
+        self.tensors = tensors
+        self.sent: list[tuple[str, object]] = []   # (where in the arguments, tensor) for in-place checks
+
+    def value(self, value, path: str = "argument"):
+        torch = self.worker.torch
+        if isinstance(value, list):
+            return [self.value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        if "$t" in value:
+            return self.tensor(value, path)
+        if "$w" in value:
+            return self.worker.outputs[int(value["$w"])]
+        if "$h" in value:
+            return self.worker.target(value)
+        if "$tuple" in value:
+            return tuple(self.value(v, f"{path}[{i}]") for i, v in enumerate(value["$tuple"]))
+        if "$dict" in value:
+            return {k: self.value(v, k if path == "argument" else f"{path}[{k!r}]") for k, v in value["$dict"]}
+        if "$dtype" in value:
+            return getattr(torch, value["$dtype"])
+        if "$device" in value:
+            return torch.device(value["$device"])
+        raise LearnerError({"kind": "protocol", "message": "unknown value"})
+
+    def tensor(self, value: dict, path: str):
+        jid = value.get("j")
+        known = self.worker.inputs.get(jid) if jid is not None else None
+        if known is None:
+            known = self.tensors[value["$t"]].to(value.get("dev", "cpu"))
+            if value.get("rg"):
+                known.requires_grad_(True)
+            if jid is not None:
+                self.worker.inputs[jid] = known
+        self.sent.append((path, known))
+        return known
+
+
+class Guard:
+    """While active, the exercise's forbidden built-ins raise "write this yourself"."""
+
+    def __init__(self, torch, forbidden: list[dict]):
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.used: list[str] = []
+        functions: dict[int, str] = {}
+        names: dict[str, str] = {}
+        keep = []
+        for entry in forbidden:
+            label = entry["label"]
+            for dotted in entry.get("functions", []):
+                obj = resolve(dotted)
+                if obj is not None:
+                    keep.append(obj)
+                    functions[id(obj)] = label
+            for name in entry.get("ops", []):
+                names[name] = label
+        guard = self
+
+        def check(func):
+            label = functions.get(id(func)) or names.get(op_name(func))
+            if label is not None:
+                message = f"{label} is off limits in this exercise: write this yourself."
+                guard.used.append(message)
+                raise ForbiddenCall(message)
+
+        class Functions(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                check(func)
+                return func(*args, **(kwargs or {}))
+
+        class Ops(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                check(func)
+                return func(*args, **(kwargs or {}))
+
+        self.modes = (Functions, Ops) if forbidden else ()
+        self.keep = keep
+        self.active: list = []
+
+    def __enter__(self):
+        self.used.clear()
+        self.active = [mode() for mode in self.modes]
+        for mode in self.active:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for mode in reversed(self.active):
+            try:
+                mode.__exit__(None, None, None)
+            except Exception:  # the learner popped the mode already
+                pass
+        self.active = []
+        return False
+
+
+def op_name(func) -> str:
+    name = getattr(func, "__name__", "") or ""
+    return name.split(".")[0] if isinstance(name, str) else ""
+
+
+def resolve(dotted: str):
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+if __name__ == "__main__":
+    main()
