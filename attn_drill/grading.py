@@ -405,7 +405,7 @@ def _outcomes(run: _Run, returncode: int | None) -> list[CheckResult]:
             ending = run.stopped or "the grading ended before this check ran"
             checks.append(CheckResult(name, False, f"not run: {ending}"))
         elif result.get("lost"):
-            checks.append(CheckResult(name, False, f"your code {cause} while {result['lost']} ran."))
+            checks.append(CheckResult(name, False, f"your code {cause} during {result['lost']}."))
         else:
             checks.append(CheckResult(name, bool(result.get("passed")), str(result.get("message", "")),
                                       result.get("mistake")))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from attn_drill.catalog import Exercise, find_exercise, load_catalog
 from attn_drill.errors import DrillError
-from attn_drill.grading import DEFAULT_TIMEOUT_S, GradeReport
+from attn_drill.grading import DEFAULT_MEMORY, DEFAULT_TIMEOUT_S, GradeReport
 from attn_drill.store import Store, home
 from attn_drill.workspace import find_workspace, require_workspace, reset_exercise
 
@@ -18,22 +18,35 @@ def learner_file(exercise: Exercise, file: Path | None) -> Path:
     return file if file is not None else require_workspace().file_for(exercise)
 
 
-def check(store: Store, key: str, *, file: Path | None = None, device: str = "auto",
-          timeout: float = DEFAULT_TIMEOUT_S) -> GradeReport:
-    """Grade one exercise and record the outcome."""
+def grade_exercise(key: str, *, file: Path | None = None, device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S,
+                   memory_limit: str = DEFAULT_MEMORY) -> GradeReport:
+    """Grade one exercise (the workspace's file, or ``file``); nothing is saved yet."""
     from attn_drill.grading import grade
 
     exercise = find_exercise(key)
-    report = grade(exercise, learner_file(exercise, file), device=device, timeout=timeout)
-    store.record_check(exercise.id, report.passed, report.mistakes)
-    if report.mistakes:  # the quiz brings the concept behind each named mistake back: due now
-        from attn_drill.errors import ContentError
-        from attn_drill.quiz.engine import review_mistakes
+    return grade(exercise, learner_file(exercise, file), device=device, timeout=timeout, memory_limit=memory_limit)
 
-        try:
-            report.questions_due = len(review_mistakes(store, report.mistakes))
-        except ContentError:
-            pass  # a broken question bank must not hide the grade; `attn-drill validate` reports it
+
+def record(store: Store, report: GradeReport) -> int:
+    """Save a grading's outcome; the quiz questions on each named mistake's concept become due
+    now. Returns how many."""
+    store.record_check(report.exercise, report.passed, report.mistakes)
+    if not report.mistakes:
+        return 0
+    from attn_drill.errors import ContentError
+    from attn_drill.quiz.engine import review_mistakes
+
+    try:
+        report.questions_due = len(review_mistakes(store, report.mistakes))
+    except ContentError:
+        pass  # a broken question bank must not hide the grade; `attn-drill validate` reports it
+    return report.questions_due
+
+
+def check(store: Store, key: str, **options) -> GradeReport:
+    """Grade one exercise and record the outcome."""
+    report = grade_exercise(key, **options)
+    record(store, report)
     return report
 
 

@@ -135,23 +135,29 @@ class Learner:
                 raise _ValueErrorRaised(error) from None
             fail(_learner_error_text(what, error))
         except WorkerLost as problem:
-            raise CheckFailure(f"your code stopped the worker process while {what} ran", None, what) from problem
+            raise CheckFailure(f"your code stopped the worker process during {what}", None, what) from problem
         except WorkerProblem as problem:
-            fail(f"your code {_problem_text(problem)} while {what} ran.")
+            fail(f"your code {_problem_text(problem)} during {what}.")
 
     def _call(self, what: str, target: Any, method: str | None, args: tuple, kwargs: dict,
-              value_error_ok: bool = False) -> Any:
+              value_error_ok: bool = False, watch: bool = False) -> Any:
         answer = self._ask(what, "call", value_error_ok=value_error_ok, target=target, method=method,
-                           args=list(args), kwargs=kwargs)
-        if not isinstance(answer, dict) or set(answer) != {"result", "modified"}:
+                           args=list(args), kwargs=kwargs, watch=watch)
+        keys = {"result", "modified", "largest"} if watch else {"result", "modified"}
+        if not isinstance(answer, dict) or set(answer) != keys or not isinstance(answer["modified"], list):
             raise CheckFailure(f"{what}: your code interfered with the grader (a malformed answer).")
         if answer["modified"]:
             fail(f"{what} modified its input {answer['modified'][0]} in place; work on new tensors instead.")
-        return answer["result"]
+        return (answer["result"], answer["largest"]) if watch else answer["result"]
 
     def call(self, name: str, *args, **kwargs) -> Any:
         """Call the learner's function ``name``."""
         return self._call(f"{name}()", name, None, args, kwargs)
+
+    def call_watched(self, name: str, *args, **kwargs) -> tuple[Any, list]:
+        """Call the learner's function ``name`` and report the largest tensor its code made,
+        as the worker saw it ([numel, op, shape]: worker data, good for messages, not verdicts)."""
+        return self._call(f"{name}()", name, None, args, kwargs, watch=True)
 
     def new(self, name: str, *args, **kwargs) -> RemoteObject:
         """Construct the learner's class ``name``."""
@@ -250,14 +256,16 @@ class Learner:
         return grads, params
 
     def peak_memory(self, run: Callable[[], Any]) -> tuple[Any, int]:
-        """Run ``run`` (learner calls) and measure the worker's peak resident memory meanwhile,
-        from outside the sandbox: (its result, bytes)."""
+        """Run ``run`` (learner calls) and measure how far the worker's resident memory rose above
+        where it stood before: (its result, bytes). The kernel's numbers, read from outside the
+        sandbox, where the worker cannot reach them."""
         from attn_drill.engine import processes
 
         pids = processes.tree(config().worker_pid)
         processes.reset_peaks(pids)
+        before = processes.peak_bytes(pids)
         result = run()
-        return result, processes.peak_bytes(processes.tree(config().worker_pid) or pids)
+        return result, max(0, processes.peak_bytes(processes.tree(config().worker_pid) or pids) - before)
 
 
 def _judge_id(tensor: torch.Tensor) -> int:
@@ -307,9 +315,9 @@ def _import_learner() -> Learner:
         except WorkerProblem as problem:
             raise CheckFailure(f"the worker process did not start: {problem}", None, "starting") from problem
         learner = Learner(remote, {})
-        names = learner._ask("importing your file", "import")
+        names = learner._ask("the import of your file", "import")
         if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
-            fail("importing your file: your code interfered with the grader (a malformed answer).")
+            fail("the import of your file: your code interfered with the grader (a malformed answer).")
         learner.names = names
     except CheckFailure as failure:
         state["error"] = failure

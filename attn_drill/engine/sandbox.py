@@ -92,7 +92,8 @@ def readable_dirs() -> list[Path]:
 
 
 def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
-                  readable: list[Path] | None = None, protected: list[Path] | None = None) -> list[str]:
+                  readable: list[Path] | None = None, protected: list[Path] | None = None,
+                  dev: Path = Path("/dev")) -> list[str]:
     """The full bubblewrap command line that runs the worker."""
     readable = readable_dirs() if readable is None else readable
     protected = protected_paths() if protected is None else protected
@@ -115,7 +116,7 @@ def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
     argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev",
              "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp", "--ro-bind", str(box), BOX]
     if cuda:
-        argv += cuda_binds()
+        argv += cuda_binds(dev)
     argv += ["--chdir", "/tmp", "--clearenv", *_env_flags(), "--", sys.executable, "-I", f"{BOX}/worker.py",
              *worker_args]
     return argv
@@ -130,10 +131,10 @@ def _outermost(folders: list[Path]) -> list[Path]:
     return kept
 
 
-def cuda_binds() -> list[str]:
+def cuda_binds(dev: Path = Path("/dev")) -> list[str]:
     """The NVIDIA device nodes and driver views CUDA needs, where they exist."""
     binds = []
-    for node in sorted(Path("/dev").glob("nvidia*")):
+    for node in sorted(dev.glob("nvidia*")):
         binds += ["--dev-bind", str(node), str(node)]
     for path in ("/dev/dri", "/proc/driver/nvidia", "/sys/bus/pci", "/sys/devices", "/sys/module/nvidia",
                  "/sys/class/drm"):
@@ -157,9 +158,9 @@ def worker_env(home: str) -> dict[str, str]:
     return env
 
 
-def has_nvidia() -> bool:
+def has_nvidia(dev: Path = Path("/dev")) -> bool:
     """NVIDIA device nodes exist here (CUDA may be used, so the sandbox must bind them)."""
-    return any(Path("/dev").glob("nvidia[0-9]*"))
+    return any(dev.glob("nvidia[0-9]*"))
 
 
 def set_limits(limits: Limits | None):

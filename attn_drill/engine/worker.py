@@ -130,9 +130,13 @@ class Worker:
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise LearnerError({"kind": "protocol", "message": "bad arguments"})
         before = [(path, tensor, tensor.detach().clone()) for path, tensor in decode.sent]
-        result = self.run(target, tuple(args), kwargs)
+        watch = Largest(self.torch) if body.get("watch") else None
+        result = self.run(target, tuple(args), kwargs, watch=watch)
         modified = [path for path, tensor, copy in before if not same(self.torch, tensor, copy)]
-        return {"result": result, "modified": modified}
+        answer = {"result": result, "modified": modified}
+        if watch is not None:
+            answer["largest"] = list(watch.largest)
+        return answer
 
     def op_getattr(self, body, decode):
         return self.run(getattr, (self.target(body.get("target")), str(body.get("name"))), {})
@@ -220,13 +224,17 @@ class Worker:
             return getattr(self.module, ref)
         raise LearnerError({"kind": "protocol", "message": "bad target"})
 
-    def run(self, fn, args, kwargs, *, guarded: bool = True):
-        """Run learner code; anything it raises becomes a LearnerError with a short traceback."""
+    def run(self, fn, args, kwargs, *, guarded: bool = True, watch=None):
+        """Run learner code; anything it raises becomes a LearnerError with a short traceback.
+        With ``watch`` (a dispatch mode), the call also runs under it."""
         try:
             if not guarded:
                 return fn(*args, **kwargs)
             with self.guard:
-                return fn(*args, **kwargs)
+                if watch is None:
+                    return fn(*args, **kwargs)
+                with watch:
+                    return fn(*args, **kwargs)
         except ForbiddenCall as exc:
             raise LearnerError({"kind": "forbidden", "message": str(exc)}) from None
         except BaseException as exc:  # the learner's own error, whatever it is
@@ -413,6 +421,10 @@ class Guard:
                 return func(*args, **(kwargs or {}))
 
         class Ops(TorchDispatchMode):
+            @classmethod
+            def _should_skip_dynamo(cls):
+                return False  # no torch._dynamo wrapper: importing it takes seconds
+
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 check(func)
                 return func(*args, **(kwargs or {}))
@@ -436,6 +448,27 @@ class Guard:
                 pass
         self.active = []
         return False
+
+
+def Largest(torch):
+    """A dispatch mode that records the largest tensor any op makes: [numel, op, shape]."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Watch(TorchDispatchMode):
+        largest = (0, "", [])
+
+        @classmethod
+        def _should_skip_dynamo(cls):
+            return False  # no torch._dynamo wrapper: importing it takes seconds
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor) and tensor.numel() > self.largest[0]:
+                    self.largest = (tensor.numel(), str(func), list(tensor.shape))
+            return out
+
+    return Watch()
 
 
 def op_name(func) -> str:
