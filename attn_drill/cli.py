@@ -18,7 +18,7 @@ from rich.console import Console
 
 from attn_drill import practice, render
 from attn_drill.errors import DrillError
-from attn_drill.grading import DEFAULT_TIMEOUT_S, DEVICES
+from attn_drill.grading import DEFAULT_MEMORY, DEFAULT_TIMEOUT_S, DEVICES
 from attn_drill.store import open_store
 
 app = typer.Typer(
@@ -43,7 +43,7 @@ ExerciseArg = Annotated[str, typer.Argument(help="Exercise: ex1, ex01, or its na
 def _store():
     store = open_store()
     for warning in store.warnings:
-        err.print(f"warning: {warning}")
+        err.print(f"warning: {warning}", markup=False)
     return store
 
 
@@ -87,19 +87,22 @@ def check(
     device: Annotated[Device, typer.Option(help="Where to run the checks: cuda when present (auto), cpu or cuda.")] = Device.auto,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show what your code printed.")] = False,
     all_exercises: Annotated[bool, typer.Option("--all", help="Grade every exercise in the workspace.")] = False,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="Memory your code may use, e.g. 2GiB or 512MiB.")] = DEFAULT_MEMORY,
 ) -> None:
     """Grade your solution with the hidden checks.  Example: attn-drill check ex1"""
-    store = _store()
     if all_exercises:
         if exercise or file:
             raise DrillError("--all grades the whole workspace; leave out EXERCISE and --file.")
         from attn_drill.catalog import load_catalog
 
         keys = [ex.id for ex in load_catalog()]
+    elif exercise:
+        keys = [exercise]
     else:
-        following = practice.next_exercise(store)
-        keys = [exercise or (following.id if following else "ex1")]
-    reports = [practice.check(store, key, file=file, device=device.value, timeout=timeout) for key in keys]
+        following = practice.next_exercise(_store())
+        keys = [following.id if following else "ex1"]
+    reports = [practice.grade_exercise(key, file=file, device=device.value, timeout=timeout,
+                                       memory_limit=memory_limit) for key in keys]
     if output_format is OutputFormat.gradescope:
         print(json.dumps(reports[0].to_gradescope() if len(reports) == 1 else _merge_gradescope(reports), indent=2))
     elif as_json:
@@ -111,6 +114,11 @@ def check(
             render.report(out, result, verbose=verbose)
         if len(reports) > 1:
             render.reports_summary(out, reports)
+    # The verdict is on screen before progress is saved: a store problem cannot hide it.
+    store = _store()
+    due = sum(practice.record(store, result) for result in reports)
+    if due and not (as_json or output_format is OutputFormat.gradescope):
+        render.questions_due(out, due)
     raise typer.Exit(0 if all(r.passed for r in reports) else 1)
 
 
@@ -152,22 +160,23 @@ class Lang(str, Enum):
 @app.command()
 def quiz(
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", help="Only this topic; repeat it or separate topics with commas.")] = None,
-    count: Annotated[int, typer.Option("-n", "--count", min=0, help="How many questions.")] = 10,
-    review: Annotated[bool, typer.Option("--review", help="Ask the questions due today by spaced repetition, most overdue first.")] = False,
+    count: Annotated[Optional[int], typer.Option("-n", "--count", help="How many questions (default 10; with --review or --leeches: all of them).")] = None,
+    review: Annotated[bool, typer.Option("--review", help="Ask every question due today by spaced repetition, most overdue first.")] = False,
+    leeches: Annotated[bool, typer.Option("--leeches", help="Drill the leeches: questions missed 4 times or more, most missed first.")] = False,
     lang: Annotated[Optional[Lang], typer.Option("--lang", help="Language of the questions (default: from the locale, LANG=zh_CN.UTF-8 gives zh).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Pick the same questions again (with the same history).")] = None,
 ) -> None:
     """Take an interview quiz on attention.
 
     Choices, true/false, numbers, code and open questions, in English or Chinese. Each answer
-    is saved at once and scheduled with FSRS spaced repetition; Ctrl-C or the end of input
-    ends the quiz and keeps your answers. Exit code: 0 when every answer was right (or none
-    was given), 1 when an answer was wrong (a card rated Again counts as wrong), 2 on usage
-    errors.  Example: attn-drill quiz --topic masking -n 5"""
+    is saved at once and scheduled with FSRS spaced repetition; q, quit or exit at any prompt,
+    Ctrl-C or the end of input ends the quiz and keeps your answers. Exit code: 0 when every
+    answer was right (or none was given), 1 when an answer was wrong (a card rated Again counts
+    as wrong), 2 on usage errors.  Example: attn-drill quiz --topic masking -n 5"""
     from attn_drill.quiz import engine
 
     session = engine.start_quiz(_store(), topics=topic, count=count, review=review, seed=seed,
-                                lang=lang.value if lang else None)
+                                lang=lang.value if lang else None, leeches=leeches)
     render.quiz_start(out, session)
     summary = engine.run_quiz(session, render.TerminalQuiz(out, session.lang))
     render.quiz_summary(out, summary, session.lang)
@@ -180,8 +189,9 @@ def stats(
 ) -> None:
     """Show quiz mastery and exercise progress.
 
-    By topic: questions in the bank, answered at least once, right the last time, due today.
-    Example: attn-drill stats"""
+    By topic: questions in the bank, answered at least once, right the last time, due today,
+    and retention (the share of due reviews answered right); a calendar of reviews over the
+    last 12 weeks; leeches (questions missed 4 times or more).  Example: attn-drill stats"""
     from attn_drill.quiz.stats import stats as gather
 
     shown = gather(_store())
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     except DrillError as error:
         if verbose:
             err.print_exception()
-        err.print(f"error: {error}")
+        err.print(f"error: {error}", markup=False)
         sys.exit(2)
     except click.exceptions.Abort:
         err.print("interrupted.")
@@ -232,6 +242,6 @@ def main(argv: list[str] | None = None) -> None:
         if verbose:
             err.print_exception()
         err.print(f"error: attn-drill failed unexpectedly ({type(error).__name__}: {error}). "
-                  "Run again with --verbose for the traceback, and please report it.")
+                  "Run again with --verbose for the traceback, and please report it.", markup=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

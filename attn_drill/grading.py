@@ -139,7 +139,6 @@ class _Run:
     done: bool = False
     error: str | None = None         # setup error reported by the judge ("no_cuda")
     internal: str | None = None      # the checks themselves failed to load
-    sandboxed: bool = False
     worker_end: str | None = None    # why the worker ended early, in the learner's terms
     stopped: str | None = None       # why the supervisor stopped the whole grading
     peak: int = 0
@@ -147,6 +146,7 @@ class _Run:
     output_tail: bytearray = field(default_factory=bytearray)
     output_total: int = 0
     judge_output: bytearray = field(default_factory=bytearray)
+    judge_status: int | None = None  # the judge child's exit code
 
     def take(self, record: dict) -> None:
         kind = record.get("type")
@@ -185,102 +185,277 @@ class _Run:
 
 def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S,
           memory_limit: int | str = DEFAULT_MEMORY, sandbox: str = "auto") -> GradeReport:
-    """Run ``exercise``'s hidden checks on ``learner_file``: the judge and the sandboxed worker.
+    """Run ``exercise``'s hidden checks on ``learner_file``: the judge and the sandboxed worker,
+    started for this grading alone (see :class:`Engine` to keep them warm for many).
 
     Raises DrillError for bad input (missing or non-Python file, unknown device, no CUDA for
-    --device cuda, a bad limit).
+    --device cuda, a bad limit, bubblewrap asked for but unusable).
     """
-    import math
-    import subprocess
-    import tempfile
+    check_options(device, timeout, memory_limit, sandbox)
+    read_learner_source(Path(learner_file))
+    with Engine(sandbox=sandbox, device=device) as engine:
+        return engine.grade(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit)
 
-    from attn_drill.engine import sandbox as boxing
-    from attn_drill.engine.forbidden import worker_rules
+
+def check_options(device: str, timeout: float, memory_limit: int | str, sandbox: str) -> int:
+    """Raise DrillError for a bad option; return the memory limit in bytes."""
+    import math
 
     if device not in DEVICES:
         raise DrillError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
-    if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise DrillError(f"--timeout must be a positive number of seconds, got {timeout}.")
-    memory = parse_size(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
-    learner_file = Path(learner_file)
-    source = read_learner_source(learner_file)
-    bwrap = None if sandbox == "none" else boxing.bwrap_path()
-    if sandbox == "bubblewrap" and bwrap is None:
-        raise DrillError("bubblewrap cannot run here (no bwrap, or user namespaces are off). "
-                         "Try --allow-unsandboxed, or install bubblewrap.")
-    wants_cuda = device in ("auto", "cuda")
+    if sandbox not in SANDBOXES:
+        raise DrillError(f"the sandbox must be one of {', '.join(SANDBOXES)}, got '{sandbox}'.")
+    return parse_size(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
 
-    started = time.monotonic()
-    box = Path(tempfile.mkdtemp(prefix="attn-drill-box-"))
-    judge_dir = Path(tempfile.mkdtemp(prefix="attn-drill-judge-"))
-    scratch = Path(tempfile.mkdtemp(prefix="attn-drill-scratch-")) if bwrap is None else None
-    engine_dir = content.PACKAGE_DIR / "engine"
-    for name in ("worker.py", "wire.py"):
-        shutil.copyfile(engine_dir / name, box / name)
-    (box / learner_file.name).write_text(source, encoding="utf-8")
-    for path in (box, *box.iterdir()):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    inside = f"{boxing.BOX}/{learner_file.name}" if bwrap else str(box / learner_file.name)
 
-    requests_read, requests_write = os.pipe()
-    replies_read, replies_write = os.pipe()
-    results_read, results_write = os.pipe()
-    output_read, output_write = os.pipe()
-    judge_out_read, judge_out_write = os.pipe()
-    limits = boxing.Limits(memory_bytes=memory, cpu_seconds=int(STARTUP_LIMIT_S + 2 * timeout) + 1,
-                           cap_address_space=not (wants_cuda and boxing.has_nvidia()))
-    worker_args = [str(requests_read), str(replies_write)]
-    if bwrap:
-        argv = boxing.bwrap_command(bwrap, box, worker_args, cuda=wants_cuda and boxing.has_nvidia())
-        worker_env, worker_cwd = None, None
-    else:
-        argv = [sys.executable, "-I", str(box / "worker.py"), *worker_args]
-        worker_env, worker_cwd = boxing.worker_env(str(scratch)), str(scratch)
-    worker = judge = None
-    run = _Run(sandboxed=bwrap is not None)
-    try:
-        worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output_write, stderr=output_write,
-                                  pass_fds=(requests_read, replies_write), env=worker_env, cwd=worker_cwd,
-                                  preexec_fn=boxing.set_limits(limits))
+class Engine:
+    """A warm judge and a warm worker: two templates, started once, each forking a fresh child
+    per grading (the worker's inside its sandbox). Templates never run learner code; a grading's
+    processes never serve another grading. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, *, sandbox: str = "auto", device: str = "auto"):
+        from attn_drill.engine import sandbox as boxing
+
+        self.bwrap = None if sandbox == "none" else boxing.bwrap_path()
+        if sandbox == "bubblewrap" and self.bwrap is None:
+            raise DrillError("bubblewrap cannot run here (no bwrap, or user namespaces are off). "
+                             "Try --allow-unsandboxed, or install bubblewrap.")
+        self.sandbox = "bubblewrap" if self.bwrap else "none"
+        self.cuda = device in ("auto", "cuda") and boxing.has_nvidia()
+        self._start()
+
+    def _start(self) -> None:
+        """Start both templates (they import torch in parallel); :meth:`_wait_ready` joins them."""
+        import socket
+        import subprocess
+        import tempfile
+
+        from attn_drill.engine import sandbox as boxing
+
+        self.box = Path(tempfile.mkdtemp(prefix="attn-drill-box-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix="attn-drill-scratch-"))  # the worker's cwd without a sandbox
+        self.judge_dir = Path(tempfile.mkdtemp(prefix="attn-drill-judge-"))
+        for name in ("worker.py", "wire.py"):
+            shutil.copyfile(content.PACKAGE_DIR / "engine" / name, self.box / name)
+        for path in (self.box, *self.box.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        self.worker_control, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.judge_control, judge_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args = [str(worker_end.fileno())]
+        if self.bwrap:
+            argv, env, cwd = boxing.bwrap_command(self.bwrap, self.box, args, cuda=self.cuda), None, None
+        else:
+            argv = [sys.executable, "-I", str(self.box / "worker.py"), *args]
+            env, cwd = boxing.worker_env(str(self.scratch)), str(self.scratch)
+        try:
+            self.worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, pass_fds=(worker_end.fileno(),), env=env,
+                                           cwd=cwd, preexec_fn=boxing.set_limits(None))
+            self.judge = subprocess.Popen([sys.executable, "-m", "attn_drill.engine.judge", str(judge_end.fileno())],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, pass_fds=(judge_end.fileno(),),
+                                          cwd=self.judge_dir, env=_judge_env(), preexec_fn=boxing.set_limits(None))
+        finally:
+            worker_end.close()
+            judge_end.close()
+        self.worker_template: int | None = None   # the worker template's pid (below bwrap when sandboxed)
+        self.broken: str | None = None
+        self.ready = False
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _wait_ready(self) -> None:
+        from attn_drill.engine import processes
+
+        for control in (self.worker_control, self.judge_control):
+            control.settimeout(STARTUP_LIMIT_S)
+            try:
+                message = control.recv(1 << 10)
+            except OSError:
+                message = b""
+            if b'"ready": true' not in message:
+                raise DrillError("the grader could not start (its judge or worker process failed). "
+                                 "Run `attn-drill check --verbose` again, and report it if it persists.")
+        if self.bwrap is None:
+            self.worker_template = self.worker.pid
+        else:
+            python = [sys.executable.encode(), b"-I"]  # not bwrap's own processes, whose arguments name it too
+            below = processes.below(self.worker.pid)
+            self.worker_template = next((pid for pid in below if _cmdline(pid).split(b"\0")[:2] == python), None)
+        self.ready = True
+
+    def grade(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
+              timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY) -> GradeReport:
+        """One grading on the warm templates."""
+        import socket
+
+        from attn_drill.engine import sandbox as boxing
+        from attn_drill.engine.forbidden import worker_rules
+
+        memory = check_options(device, timeout, memory_limit, "auto")
+        learner_file = Path(learner_file)
+        source = read_learner_source(learner_file)
+        started = time.monotonic()
+        if self.broken:  # a grading stopped a template: start afresh (its processes are all gone)
+            self.close()
+            self._start()
+        if not self.ready:
+            self._wait_ready()
+        judge_copy = self.judge_dir / f"{exercise.id}-{time.monotonic_ns()}" / learner_file.name
+        judge_copy.parent.mkdir()
+        judge_copy.write_text(source, encoding="utf-8")
+
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        results_read, results_write = os.pipe()
+        output_read, output_write = os.pipe()
+        judge_out_read, judge_out_write = os.pipe()
+        limits = {"RLIMIT_CORE": 0, "RLIMIT_CPU": int(2 * timeout) + 30, "RLIMIT_FSIZE": boxing.SCRATCH_BYTES,
+                  "RLIMIT_NPROC": boxing.MAX_PROCESSES}
+        if not self.cuda:
+            limits["RLIMIT_AS"] = memory + boxing.ADDRESS_SPACE_SLACK
         settings = {
-            "results_fd": results_write, "requests_fd": requests_write, "replies_fd": replies_read,
             "device": device, "exercise": exercise.id, "checks_file": str(exercise.checks_path),
-            "reference_file": str(exercise.solution_path), "learner_file": str(box / learner_file.name),
+            "reference_file": str(exercise.solution_path), "learner_file": str(judge_copy),
             "learner_name": learner_file.name, "defines": list(exercise.defines),
-            "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "startup_s": STARTUP_LIMIT_S,
-            "worker_pid": worker.pid,
-            "worker": {"learner_file": inside, "module_name": f"learner_{exercise.id}",
-                       "forbidden": worker_rules(exercise.forbidden)},
+            "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "worker_pid": self.worker_template,
+            "worker": {"module_name": f"learner_{exercise.id}", "forbidden": worker_rules(exercise.forbidden)},
         }
-        judge = subprocess.Popen([sys.executable, "-m", "attn_drill.engine.judge"], stdin=subprocess.PIPE,
-                                 stdout=judge_out_write, stderr=judge_out_write,
-                                 pass_fds=(results_write, requests_write, replies_read), cwd=judge_dir,
-                                 env=_judge_env(), preexec_fn=boxing.set_limits(None))
-    finally:
-        for fd in (requests_read, replies_write, results_write, output_write, judge_out_write,
-                   requests_write, replies_read):
-            os.close(fd)
+        run = _Run()
+        try:
+            socket.send_fds(self.worker_control, [json.dumps(limits).encode()],
+                            [requests_read, replies_write, output_write])
+            socket.send_fds(self.judge_control, [json.dumps(settings).encode()],
+                            [results_write, requests_write, replies_read, judge_out_write])
+        except OSError:
+            self.broken = "a template is gone"
+            run.stopped = "the grader's processes stopped before grading"
+        finally:
+            for fd in (requests_read, replies_write, output_write, results_write, requests_write, replies_read,
+                       judge_out_write):
+                os.close(fd)
+        try:
+            if run.stopped is None:
+                _watch(run, self, results_read, output_read, judge_out_read, memory,
+                       time.monotonic() + timeout + JUDGE_SLACK_S)
+        finally:
+            self._end_grading(run)
+            for fd in (results_read, output_read, judge_out_read):
+                os.close(fd)
+            shutil.rmtree(judge_copy.parent, ignore_errors=True)
+        if run.error == "no_cuda":
+            raise DeviceUnavailable("--device cuda: no CUDA device is available here. Try --device cpu or --device auto.")
+        checks = _outcomes(run, run.judge_status)
+        passed = bool(checks) and all(c.passed for c in checks)
+        return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
+                           self.sandbox, run.output_text(), run.peak)
+
+    def grading_pids(self) -> list[int]:
+        from attn_drill.engine import processes
+
+        return processes.below(self.worker_template) if self.worker_template else []
+
+    def kill_grading(self) -> None:
+        for pid in self.grading_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _end_grading(self, run: _Run) -> None:
+        """Stop what is left of the grading, and collect both templates' reports of it."""
+        self.kill_grading()
+        for name, control in (("worker", self.worker_control), ("judge", self.judge_control)):
+            control.settimeout(TEMPLATE_REPORT_S)
+            try:
+                report = json.loads(control.recv(1 << 10))
+                status = int(report["done"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self.broken = f"the {name} template did not report"
+                continue
+            if name == "judge":
+                run.judge_status = os.waitstatus_to_exitcode(status)
+            elif run.worker_end is None:
+                run.worker_end = _exit_cause(os.waitstatus_to_exitcode(status))
+
+    def close(self) -> None:
+        for control in (self.worker_control, self.judge_control):
+            control.close()
+        for process in (self.worker, self.judge):
+            _kill(process)
+            process.wait()
+        for folder in (self.box, self.scratch, self.judge_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+TEMPLATE_REPORT_S = 5.0
+
+
+class Pool:
+    """Several warm engines grading many files at once (``check --all``, ``validate``,
+    ``grade DIR``): ``jobs`` gradings run in parallel, each on an engine of its own."""
+
+    def __init__(self, jobs: int = 0, *, sandbox: str = "auto", device: str = "auto"):
+        jobs = jobs or os.cpu_count() or 1
+        self.engines = [Engine(sandbox=sandbox, device=device) for _ in range(max(1, jobs))]
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def sandbox(self) -> str:
+        return self.engines[0].sandbox
+
+    def grade_all(self, jobs: list[tuple[Exercise, Path]], *, on_done=lambda index, report: None,
+                  **options) -> list[GradeReport]:
+        """Grade every (exercise, file); reports in the order given. ``on_done`` hears of each
+        as it finishes. A DrillError for one file (not a Python file, say) stops nothing else:
+        that file's report has one failed check saying why."""
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        free: queue.Queue[Engine] = queue.Queue()
+        for engine in self.engines:
+            free.put(engine)
+
+        def run(index: int) -> GradeReport:
+            exercise, path = jobs[index]
+            engine = free.get()
+            try:
+                report = engine.grade(exercise, path, **options)
+            except DeviceUnavailable:
+                raise
+            except DrillError as error:
+                report = GradeReport(exercise.id, str(path), False, [CheckResult("your file can be graded", False,
+                                                                                  str(error))], "cpu", 0.0,
+                                     engine.sandbox)
+            finally:
+                free.put(engine)
+            on_done(index, report)
+            return report
+
+        with ThreadPoolExecutor(max_workers=len(self.engines)) as threads:
+            return list(threads.map(run, range(len(jobs))))
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()
+
+
+def _cmdline(pid: int) -> bytes:
     try:
-        judge.stdin.write((json.dumps(settings) + "\n").encode())
-        judge.stdin.close()
-        _watch(run, worker, judge, results_read, output_read, judge_out_read, memory,
-               started + STARTUP_LIMIT_S + timeout + JUDGE_SLACK_S)
-    except BrokenPipeError:
-        pass
-    finally:
-        _stop(worker, run)
-        _stop(judge, None)
-        for fd in (results_read, output_read, judge_out_read):
-            os.close(fd)
-        for folder in (box, judge_dir, scratch):
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-    if run.error == "no_cuda":
-        raise DeviceUnavailable("--device cuda: no CUDA device is available here. Try --device cpu or --device auto.")
-    checks = _outcomes(run, judge.returncode)
-    passed = bool(checks) and all(c.passed for c in checks)
-    return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
-                       "bubblewrap" if bwrap else "none", run.output_text(), run.peak)
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _judge_env() -> dict[str, str]:
@@ -292,10 +467,10 @@ def _judge_env() -> dict[str, str]:
     }
 
 
-def _watch(run: _Run, worker, judge, results_read: int, output_read: int, judge_out_read: int,
+def _watch(run: _Run, engine: Engine, results_read: int, output_read: int, judge_out_read: int,
            memory: int, deadline: float) -> None:
-    """Read the judge's results and the worker's output until the judge ends; meanwhile keep
-    the worker's tree within its limits."""
+    """Read the judge's results and the worker's output until the judge's grading ends;
+    meanwhile keep the grading's processes within their limits."""
     import selectors
 
     from attn_drill.engine import processes
@@ -319,7 +494,7 @@ def _watch(run: _Run, worker, judge, results_read: int, output_read: int, judge_
             if selected.data == "output":
                 run.keep_output(data)
                 if run.output_total > OUTPUT_LIMIT_BYTES and run.worker_end is None:
-                    _end_worker(worker, run, f"printed over {OUTPUT_LIMIT_BYTES >> 20} MiB of output, "
+                    _end_worker(engine, run, f"printed over {OUTPUT_LIMIT_BYTES >> 20} MiB of output, "
                                              "so the grader stopped it")
             elif selected.data == "judge":
                 run.judge_output = (run.judge_output + data)[-8000:]
@@ -331,31 +506,28 @@ def _watch(run: _Run, worker, judge, results_read: int, output_read: int, judge_
                         run.take(json.loads(line))
                     except (ValueError, AttributeError):
                         pass
-        if run.worker_end is None and worker.poll() is None:
-            pids = processes.tree(worker.pid)
+        if run.worker_end is None:
+            pids = engine.grading_pids()
             resident, peak = processes.resident_bytes(pids), processes.peak_bytes(pids)
             run.peak = max(run.peak, resident, peak)
             if max(resident, peak) > memory:
-                _end_worker(worker, run, f"used more than {_size(memory)} of memory (the limit; see --memory-limit)")
-            elif len(pids) > MAX_PROCESSES + 2:
-                _end_worker(worker, run, f"started more than {MAX_PROCESSES} processes")
-        elif run.worker_end is None:
-            run.worker_end = _exit_cause(worker.returncode, sandboxed=run.sandboxed)
+                _end_worker(engine, run, f"used more than {_size(memory)} of memory (the limit; see --memory-limit)")
+            elif len(pids) > MAX_PROCESSES:
+                _end_worker(engine, run, f"started more than {MAX_PROCESSES} processes")
 
 
-def _end_worker(worker, run: _Run, why: str) -> None:
+def _end_worker(engine: Engine, run: _Run, why: str) -> None:
     run.worker_end = why
-    _kill(worker)
+    engine.kill_grading()
 
 
-def _exit_cause(returncode: int, *, sandboxed: bool) -> str:
-    signum = -returncode if returncode < 0 else (returncode - 128 if sandboxed and returncode > 128 else None)
-    if signum:
+def _exit_cause(code: int) -> str:
+    if code < 0:
         try:
-            return f"crashed with signal {signal.Signals(signum).name}"
+            return f"crashed with signal {signal.Signals(-code).name}"
         except ValueError:
-            return f"crashed with signal {signum}"
-    return f"exited the process (exit code {returncode})"
+            return f"crashed with signal {-code}"
+    return f"exited the process (exit code {code})"
 
 
 def _size(n: int) -> str:
@@ -374,15 +546,6 @@ def _kill(process) -> None:
         process.kill()
     except ProcessLookupError:
         pass
-
-
-def _stop(process, run: _Run | None) -> None:
-    if process is None:
-        return
-    if run is not None and run.worker_end is None and process.poll() is not None:
-        run.worker_end = _exit_cause(process.returncode, sandboxed=run.sandboxed)
-    _kill(process)
-    process.wait()
 
 
 def _outcomes(run: _Run, returncode: int | None) -> list[CheckResult]:

@@ -22,7 +22,10 @@ DIFFICULTY = {1: "easy", 2: "medium", 3: "hard"}
 
 def report(console: Console, result: GradeReport, *, verbose: bool = False) -> None:
     """One line per check, the failures' messages beneath, then the verdict."""
-    console.print(f"[bold]{result.exercise}[/] · {Path(result.file).name} · {result.device} · {result.duration_s:.1f} s")
+    console.print(Text.assemble((result.exercise, "bold"), f" · {Path(result.file).name} · {result.device} · "
+                                f"{result.duration_s:.1f} s"))
+    if result.sandbox == "none":
+        console.print(Text(UNSANDBOXED, style="yellow"))
     shown: set[str] = set()
     for check in result.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
@@ -38,11 +41,16 @@ def report(console: Console, result: GradeReport, *, verbose: bool = False) -> N
     else:
         console.print(f"[bold red]{passed} of {len(result.checks)} checks passed.[/] "
                       f"Fix the first failure, then run the check again; `attn-drill hint {result.exercise}` helps.")
-    if result.questions_due:
-        console.print(f"{result.questions_due} quiz questions on the idea behind your mistake are due now: "
-                      "`attn-drill quiz --review`.")
     if verbose and result.output.strip():
         console.print(Panel(Text(result.output), title="what your code printed", expand=False))
+
+
+UNSANDBOXED = ("Not sandboxed: bubblewrap cannot run here, so your code ran as you, able to read and write "
+               "your files. The checks and verdicts still ran in a separate judge process.")
+
+
+def questions_due(console: Console, count: int) -> None:
+    console.print(f"{count} quiz questions on the idea behind your mistake are due now: `attn-drill quiz --review`.")
 
 
 def reports_summary(console: Console, results: list[GradeReport]) -> None:
@@ -115,8 +123,9 @@ def validation(console: Console, result: ValidationReport) -> None:
         console.print(f"Questions: {q['total']} in {len(q['by_topic'])} topics; "
                       + ", ".join(f"{kind} {n}" for kind, n in sorted(q["by_kind"].items()))
                       + f"; missing Chinese text: {q['zh_missing']}.")
+        question_form(console, result.questions, result.warnings)
     for problem in result.problems:
-        console.print(f"[red]problem:[/] {problem}", highlight=False)
+        console.print(Text.assemble(("problem: ", "red"), problem))
     console.print("[bold green]Content is valid.[/]" if not result.problems else
                   f"[bold red]{len(result.problems)} problems.[/]")
 
@@ -130,50 +139,70 @@ def _indent(text: str, prefix: str) -> str:
 QUIZ_TEXT = {
     "en": {
         "question": "Question {n}/{total}", "levels": {1: "easy", 2: "medium", 3: "hard"},
-        "single": "Answer with one letter ({span}) · ? = don't know",
-        "multi": "Answer with every right letter, any order (a,c) · ? = don't know",
-        "bool": "Answer t or f (true/false, y/n) · ? = don't know",
-        "numeric": "Answer with a number (1e6, 1_000_000, 1M, 2^30 are fine){unit} · ? = don't know",
+        "single": "Answer with one letter ({span}) · ? = don't know · q = quit",
+        "multi": "Answer with every right letter, any order (a,c) · ? = don't know · q = quit",
+        "bool": "Answer t or f (true/false, y/n) · ? = don't know · q = quit",
+        "numeric": "Answer with a number (1e6, 1_000_000, 1M, 2^30; K/M/G = 1000, KiB/MiB/GiB = 1024){unit}"
+                   " · ? = don't know · q = quit",
         "in_unit": " in {unit}",
-        "card": "Answer aloud or on paper, then press Enter to see the model answer.",
+        "card": "Answer aloud or on paper, then press Enter to see the model answer (q = quit).",
         "your_answer": "Your answer: ", "press_enter": "Press Enter when ready: ",
         "rate": "Rate yourself (1 again · 2 hard · 3 good · 4 easy): ",
         "right": "✓ Right.", "wrong": "✗ Wrong. ", "answer_is": "The answer: ",
         "model_answer": "Model answer", "rated": "Rated {rating}.", "why": "Why: ",
         "ratings": {1: "Again", 2: "Hard", 3: "Good", 4: "Easy"},
         "next_review": "Next review {when}.",
-        "start": "Quiz: {count} questions ({topics}). Each answer is saved as you give it; Ctrl-C ends the quiz.",
-        "start_review": "Review: {count} questions due, most overdue first. Each answer is saved as you give it; Ctrl-C ends.",
+        "read_as": "You typed {typed} = {read}; the answer is {answer} within {tol}.",
+        "read_as_exact": "You typed {typed} = {read}; the answer is exactly {answer}.",
+        "missing": "Missing: {letters}", "extra": "extra (wrong): {letters}",
+        "start": "Quiz: {count} questions ({topics}). Each answer is saved as you give it; q or Ctrl-C ends the quiz.",
+        "start_review": "Review: {count} questions due, most overdue first. Each answer is saved as you give it; "
+                        "q or Ctrl-C ends.",
+        "start_leeches": "Leeches: {count} you have missed {n} times or more, most missed first. "
+                         "Each answer is saved as you give it; q or Ctrl-C ends.",
+        "no_leeches": "No leeches: no question has been missed {n} times.",
         "nothing_due": "Nothing is due for review.", "next_due": " The next question is due {when}.",
         "not_started": " Start with `attn-drill quiz`.",
         "score_title": "Score by topic", "topic": "topic", "answered": "answered", "right_col": "right",
         "score": "score", "total": "total",
         "ended_early": "Quiz ended early. Answers saved: {n}.",
-        "due_after": "Due today: {due} (`attn-drill quiz --review`).",
+        "missed_title": "Missed ({n}):",
+        "next_after_today": "The next question due after today: {when}.",
+        "nothing_more": "Nothing more is due today.",
+        "due_after": "Still due today, after this quiz: {due}. Review them: `attn-drill quiz --review`",
         "now": "now", "in_minutes": "in {n} min", "in_hours": "in {n} h", "in_day": "in 1 day", "in_days": "in {n} days",
     },
     "zh": {
         "question": "第 {n}/{total} 题", "levels": {1: "简单", 2: "中等", 3: "困难"},
-        "single": "输入一个字母作答（{span}）· ? = 不会",
-        "multi": "输入所有正确选项的字母，顺序不限（a,c）· ? = 不会",
-        "bool": "输入 对 或 错（也可 t/f、y/n）· ? = 不会",
-        "numeric": "输入一个数（可写 1e6、1_000_000、1M、2^30）{unit} · ? = 不会",
+        "single": "输入一个字母作答（{span}）· ? = 不会 · q = 退出",
+        "multi": "输入所有正确选项的字母，顺序不限（a,c）· ? = 不会 · q = 退出",
+        "bool": "输入 对 或 错（也可 t/f、y/n）· ? = 不会 · q = 退出",
+        "numeric": "输入一个数（可写 1e6、1_000_000、1M、2^30；K/M/G = 1000，KiB/MiB/GiB = 1024）{unit} · ? = 不会 · q = 退出",
         "in_unit": "，单位：{unit}",
-        "card": "请口述或在纸上作答，然后按回车查看参考答案。",
+        "card": "请口述或在纸上作答，然后按回车查看参考答案（q = 退出）。",
         "your_answer": "你的答案：", "press_enter": "准备好后按回车：",
         "rate": "自评（1 重来 · 2 困难 · 3 良好 · 4 简单）：",
         "right": "✓ 回答正确。", "wrong": "✗ 回答错误。", "answer_is": "正确答案：",
         "model_answer": "参考答案", "rated": "自评：{rating}。", "why": "解析：",
         "ratings": {1: "重来", 2: "困难", 3: "良好", 4: "简单"},
         "next_review": "下次复习：{when}。",
-        "start": "测验：{count} 道题（{topics}）。每个答案提交后立即保存；按 Ctrl-C 结束。",
-        "start_review": "复习：{count} 道到期的题，最早到期的在前。每个答案提交后立即保存；按 Ctrl-C 结束。",
+        "read_as": "你输入的 {typed} 读作 {read}；答案是 {answer}，误差 {tol} 以内算对。",
+        "read_as_exact": "你输入的 {typed} 读作 {read}；答案是 {answer}，须精确。",
+        "missing": "漏选：{letters}", "extra": "多选（错误）：{letters}",
+        "start": "测验：{count} 道题（{topics}）。每个答案提交后立即保存；输入 q 或按 Ctrl-C 结束。",
+        "start_review": "复习：{count} 道到期的题，最早到期的在前。每个答案提交后立即保存；输入 q 或按 Ctrl-C 结束。",
+        "start_leeches": "顽固题：{count} 道你答错过 {n} 次及以上的题，错得最多的在前。每个答案提交后立即保存；"
+                         "输入 q 或按 Ctrl-C 结束。",
+        "no_leeches": "没有顽固题：还没有哪道题答错过 {n} 次。",
         "nothing_due": "目前没有需要复习的题。", "next_due": "下一道题到期：{when}。",
         "not_started": "先用 `attn-drill quiz` 开始测验。",
         "score_title": "各主题得分", "topic": "主题", "answered": "已答", "right_col": "答对",
         "score": "得分", "total": "合计",
         "ended_early": "测验提前结束：已答的 {n} 道题均已保存。",
-        "due_after": "今天到期：{due} 道（`attn-drill quiz --review`）。",
+        "missed_title": "答错的题（{n} 道）：",
+        "next_after_today": "今天之后最早到期的题：{when}。",
+        "nothing_more": "今天没有更多到期的题。",
+        "due_after": "本次测验后今天仍到期：{due} 道。复习它们：`attn-drill quiz --review`",
         "now": "现在", "in_minutes": "{n} 分钟后", "in_hours": "{n} 小时后", "in_day": "1 天后", "in_days": "{n} 天后",
     },
 }
@@ -196,11 +225,18 @@ def _when(at, lang: str) -> str:
 
 def quiz_start(console: Console, quiz) -> None:
     """The line before the first question (or why there is none)."""
+    from attn_drill.quiz.engine import LEECH_MISSES
+
     words = QUIZ_TEXT[quiz.lang]
     if quiz.questions:
         topics = ", ".join(dict.fromkeys(q.topic for q in quiz.questions))
-        key = "start_review" if quiz.review else "start"
-        console.print(Text(words[key].format(count=len(quiz.questions), topics=topics), style="bold"))
+        key = "start_leeches" if quiz.leeches else "start_review" if quiz.review else "start"
+        count = len(quiz.questions)
+        if quiz.leeches and quiz.lang == "en":
+            count = _count(count, "question")
+        console.print(Text(words[key].format(count=count, topics=topics, n=LEECH_MISSES), style="bold"))
+    elif quiz.leeches:
+        console.print(Text(words["no_leeches"].format(n=LEECH_MISSES)))
     elif quiz.review:
         summary = quiz.summary()
         line = words["nothing_due"]
@@ -287,6 +323,8 @@ class TerminalQuiz:
             else:
                 head.append(result.expected)
                 self.console.print(head)
+            for line in self.feedback(result):
+                self.console.print(Text(line, style="yellow"))
         if result.correct and result.question.kind != "card":
             from rich.padding import Padding
 
@@ -296,8 +334,50 @@ class TerminalQuiz:
         self.console.print(Text(words["next_review"].format(when=_when(result.next_due, self.lang)), style="dim"))
 
 
+    def feedback(self, result) -> list[str]:
+        """After a wrong answer: how a number was read, which letters were missing and extra."""
+        words = self.words
+        if result.correct or result.dont_know:
+            return []
+        if result.reading is not None:
+            from attn_drill.quiz.engine import format_percent, number_feedback
+
+            echo = number_feedback(result.question, result.reading)
+            key = "read_as" if echo["tolerance"] else "read_as_exact"
+            unit = f" {echo['unit'].get(self.lang)}" if echo["unit"] else ""
+            return [words[key].format(typed=echo["typed"], read=echo["read"], answer=echo["answer"] + unit,
+                                      tol=format_percent(echo["tolerance"]))]
+        parts = []
+        if result.missing:
+            parts.append(words["missing"].format(letters=", ".join(result.missing)))
+        if result.extra:
+            parts.append(words["extra"].format(letters=", ".join(result.extra)))
+        if not parts:
+            return []
+        if self.lang == "zh":
+            return ["；".join(parts) + "。"]
+        line = " · ".join(parts)
+        return [line[0].upper() + line[1:] + "."]
+
+
+def _one_line(text: str, width: int = 72) -> str:
+    """The first line of a text, cut to ``width`` characters (a CJK character counts as two)."""
+    from rich.cells import cell_len
+
+    line = " ".join(text.split())
+    if cell_len(line) <= width:
+        return line
+    cut = ""
+    for char in line:
+        if cell_len(cut + char) > width - 1:
+            break
+        cut += char
+    return cut.rstrip() + "…"
+
+
 def quiz_summary(console: Console, summary, lang: str = "en") -> None:
-    """The score table by topic at the end of a quiz, and what is due next."""
+    """The score table by topic at the end of a quiz, the questions missed, what is due next,
+    and, last, the command that reviews what is still due today."""
     words = QUIZ_TEXT[lang]
     if summary.ended_early:
         console.print()   # the input line that was cut short
@@ -314,32 +394,126 @@ def quiz_summary(console: Console, summary, lang: str = "en") -> None:
         console.print(table)
     if summary.ended_early:
         console.print(Text(words["ended_early"].format(n=summary.answered), style="yellow"))
+    if summary.missed:
+        console.print()
+        console.print(Text(words["missed_title"].format(n=len(summary.missed)), style="bold"))
+        width = max(len(q.id) for q in summary.missed)
+        for question in summary.missed:
+            console.print(Text.assemble(f"  {question.id:<{width}}  ", (_one_line(question.prompt.get(lang)), "dim")))
     if summary.answered or summary.ended_early:
-        line = words["due_after"].format(due=summary.due_today)
         if summary.next_due is not None:
-            line += ("" if lang == "zh" else " ") + words["next_due"].format(when=_when(summary.next_due, lang)).strip()
-        console.print(Text(line, style="dim"))
+            console.print(Text(words["next_after_today"].format(when=_when(summary.next_due, lang)), style="dim"))
+        if summary.due_today:
+            console.print(Text(words["due_after"].format(due=summary.due_today), style="bold"))
+        else:
+            console.print(Text(words["nothing_more"], style="dim"))
+
+
+CALENDAR_LEVELS = ((0, "·", "dim"), (1, "░", "green"), (5, "▒", "green"), (10, "▓", "bold green"), (20, "█", "bold green"))
+
+
+def _level(count: int) -> tuple[str, str]:
+    mark = CALENDAR_LEVELS[0]
+    for level in CALENDAR_LEVELS:
+        if count >= level[0]:
+            mark = level
+    return mark[1], mark[2]
+
+
+def review_calendar(console: Console, days: dict[str, int]) -> None:
+    """Reviews per study day as a grid, as Anki and GitHub draw it: one column a week (oldest
+    on the left, the last one ending today), one row a weekday."""
+    from datetime import date
+
+    if not days:
+        return
+    keys = list(days)
+    first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
+    total, active = sum(days.values()), sum(1 for n in days.values() if n)
+    weeks = (len(keys) + 6) // 7
+    console.print(Text.assemble(("Reviews, last {} weeks".format(weeks), "bold"),
+                                f" ({first.isoformat()} to {last.isoformat()}): {_count(total, 'review')} on "
+                                f"{_count(active, 'day')}"))
+    offset = weeks * 7 - len(keys)           # blank cells before the first day
+    for row in range(7):
+        line = Text(f"  {date.fromordinal(first.toordinal() + row - offset).strftime('%a')} ")
+        for week in range(weeks):
+            index = week * 7 + row - offset
+            if 0 <= index < len(keys):
+                mark, style = _level(days[keys[index]])
+                line.append(f" {mark}", style=style)
+            else:
+                line.append("  ")
+        console.print(line)
+    legend = Text("  ")
+    bounds = [level[0] for level in CALENDAR_LEVELS] + [None]
+    for (low, mark, style), high in zip(CALENDAR_LEVELS, bounds[1:]):
+        label = "0" if low == 0 else f"{low}+" if high is None else f"{low}-{high - 1}"
+        legend.append(f" {mark}", style=style)
+        legend.append(f" {label} ")
+    console.print(legend)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def stats(console: Console, shown) -> None:
-    """Quiz mastery by topic, then exercise progress."""
+    """Quiz mastery and retention by topic, the review calendar, leeches, then exercise progress."""
     table = Table(title="Quiz mastery by topic")
-    for column in ("topic", "questions", "answered", "correct", "due", "mastery"):
+    for column in ("topic", "questions", "answered", "correct", "due", "retention", "mastery"):
         table.add_column(column, justify="left" if column in ("topic", "mastery") else "right")
     totals = [0, 0, 0, 0]
+    retention = getattr(shown, "retention", {})
     for topic, m in shown.topics.items():
         share = m.correct / m.questions if m.questions else 0.0
         filled = round(share * 10)
         bar = Text.assemble(("■" * filled, "green"), ("□" * (10 - filled), "dim"), f" {share:.0%}")
         table.add_row(topic, str(m.questions), str(m.answered), str(m.correct),
-                      f"[yellow]{m.due}[/]" if m.due else "0", bar)
+                      f"[yellow]{m.due}[/]" if m.due else "0", _share(retention.get(topic)), bar)
         for i, value in enumerate((m.questions, m.answered, m.correct, m.due)):
             totals[i] += value
     table.add_section()
-    table.add_row("total", *map(str, totals), f"{totals[2] / totals[0]:.0%}" if totals[0] else "", style="bold")
+    table.add_row("total", *map(str, totals), _share(getattr(shown, "overall_retention", None)),
+                  f"{totals[2] / totals[0]:.0%}" if totals[0] else "", style="bold")
     console.print(table)
     console.print("[dim]answered: questions answered at least once · correct: right the last time they were asked "
-                  "(a card: rated Hard or better) · due: due today, asked by `attn-drill quiz --review`[/]")
+                  "(a card: rated Hard or better) · due: due today, asked by `attn-drill quiz --review` · "
+                  "retention: share of due reviews answered right (a due review: an answer to a question "
+                  "whose card was due)[/]")
+    console.print()
+    review_calendar(console, getattr(shown, "calendar", {}))
+    leeches = getattr(shown, "leeches", [])
+    if leeches:
+        from attn_drill.quiz.engine import LEECH_MISSES
+
+        console.print()
+        console.print(Text(f"Leeches: {_count(len(leeches), 'question')} missed {LEECH_MISSES} times or more",
+                           style="bold"))
+        for leech in leeches:
+            console.print(f"  {leech.id}  [dim]{leech.topic} · missed {leech.missed} of {leech.answers}[/]",
+                          highlight=False)
+        console.print("Drill them: `attn-drill quiz --leeches`")
+    console.print()
     exercise_table(console, shown.exercises)
     passed = sum(row.status == "passed" for row in shown.exercises)
     console.print(f"Exercises passed: {passed}/{len(shown.exercises)}.")
+
+
+def question_form(console: Console, questions: dict, warnings: list[str]) -> None:
+    """For `attn-drill validate` in text mode (render.validation calls it): the form
+    statistics of the bank and every warning (form out of range, glossary drift)."""
+    form = (questions or {}).get("form")
+    if form:
+        positions = " ".join(f"{letter} {n}" for letter, n in form["key_positions"].items())
+        keys = ", ".join(f"{n} keys: {count}" for n, count in form["multi_key_counts"].items()) or "none"
+        console.print(f"Form: key is the longest choice in {form['longest_key_share']:.0%} of single-answer questions "
+                      f"({form['longest_key']}/{form['single_answer']}, at most 40%); key positions {positions}; "
+                      f"true in {form['bool_true_share']:.0%} of true/false ({form['bool_true']}/{form['bool']}, "
+                      f"35-65%); multiple-answer questions by keys: {keys}.", highlight=False)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)

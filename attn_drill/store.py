@@ -19,7 +19,8 @@ from typing import Callable, Iterable
 from attn_drill.errors import StoreError
 
 DB_NAME = "attn-drill.db"
-SCHEMA_VERSION = 2   # 1: exercises and hints; 2: + quiz answers and FSRS cards (a v1 file upgrades in place)
+SCHEMA_VERSION = 3   # 1: exercises and hints; 2: + quiz answers and FSRS cards; 3: + quiz_answers.was_due
+                     # (an older file upgrades in place)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exercise_progress (
     exercise     TEXT PRIMARY KEY,
@@ -46,7 +47,9 @@ CREATE TABLE IF NOT EXISTS quiz_answers (
     correct   INTEGER NOT NULL,          -- 1 right (a card: rated Hard or better), 0 wrong
     rating    INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 4),   -- FSRS: 1 Again .. 4 Easy
     answer    TEXT NOT NULL,             -- what the learner typed
-    at        TEXT NOT NULL
+    at        TEXT NOT NULL,
+    was_due   INTEGER                    -- 1: the question had a card due when answered (a due review),
+                                         -- 0: not (new, or asked early), NULL: answered before schema 3
 );
 CREATE INDEX IF NOT EXISTS quiz_answers_question ON quiz_answers (question);
 CREATE TABLE IF NOT EXISTS quiz_cards (
@@ -153,13 +156,16 @@ class Store:
     def record_answer(self, question: str, topic: str, *, correct: bool, rating: int, answer: str,
                       review: Callable[[str | None], tuple[str, float]]) -> None:
         """Keep one answer and its review in ONE transaction: ``review`` gets the question's
-        card (JSON, None before its first answer) and returns the new card and its due time."""
+        card (JSON, None before its first answer) and returns the new card and its due time.
+        The answer is marked a due review when the question had a card whose due time had come."""
         with self.transaction() as db:
-            row = db.execute("SELECT card FROM quiz_cards WHERE question = ?", (question,)).fetchone()
+            row = db.execute("SELECT card, due FROM quiz_cards WHERE question = ?", (question,)).fetchone()
+            was_due = row is not None and row[1] <= datetime.now(timezone.utc).timestamp()
             card, due = review(row[0] if row else None)
             at = now()
-            db.execute("INSERT INTO quiz_answers (question, topic, correct, rating, answer, at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (question, topic, int(correct), rating, answer, at))
+            db.execute("""INSERT INTO quiz_answers (question, topic, correct, rating, answer, at, was_due)
+                          VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                       (question, topic, int(correct), rating, answer, at, int(was_due)))
             self._put_card(db, question, topic, card, due, at)
 
     def make_due(self, questions: Iterable[tuple[str, str]],
@@ -206,9 +212,10 @@ class Store:
         return {question: (n, bool(correct)) for question, n, correct in rows}
 
     def answers(self) -> list[dict]:
-        """Every answer kept, oldest first."""
-        rows = self._db.execute("SELECT question, topic, correct, rating, answer, at FROM quiz_answers ORDER BY id")
-        return [dict(zip(("question", "topic", "correct", "rating", "answer", "at"), row)) for row in rows]
+        """Every answer kept, oldest first (``was_due``: 1 a due review, 0 not, None unknown)."""
+        names = ("question", "topic", "correct", "rating", "answer", "at", "was_due")
+        rows = self._db.execute(f"SELECT {', '.join(names)} FROM quiz_answers ORDER BY id")
+        return [dict(zip(names, row)) for row in rows]
 
 
 def open_store(folder: Path | None = None) -> Store:
@@ -243,7 +250,11 @@ def _prepare(store: Store) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(f"{store.path} was written by a newer attn-drill (schema {version}); upgrade attn-drill.")
     db.executescript(SCHEMA)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version < SCHEMA_VERSION:
+        with store.transaction():   # 2 -> 3; of two processes upgrading at once, the second finds the column
+            if "was_due" not in {row[1] for row in db.execute("PRAGMA table_info(quiz_answers)")}:
+                db.execute("ALTER TABLE quiz_answers ADD COLUMN was_due INTEGER")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _set_aside(path: Path) -> Path:

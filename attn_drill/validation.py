@@ -5,13 +5,11 @@ starter fails them; the question bank's part is added by the quiz package."""
 from __future__ import annotations
 
 import ast
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 from attn_drill.catalog import Exercise, load_catalog
-from attn_drill.errors import DrillError
-from attn_drill.grading import grade
+from attn_drill.grading import Pool
 
 
 @dataclass
@@ -19,9 +17,11 @@ class ValidationReport:
     exercises: dict[str, dict[str, bool]] = field(default_factory=dict)
     questions: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # reported, but `validate` still exits 0
 
     def to_dict(self) -> dict:
-        return {"exercises": self.exercises, "questions": self.questions, "problems": self.problems}
+        return {"exercises": self.exercises, "questions": self.questions, "problems": self.problems,
+                "warnings": self.warnings}
 
 
 def _definitions(source: str) -> dict[str, str]:
@@ -71,34 +71,33 @@ def validate_exercises(report: ValidationReport, *, jobs: int = 2,
         if not any("missing" in p for p in problems):
             runnable.append(exercise)
 
-    def run(job: tuple[Exercise, str]) -> tuple[Exercise, str, bool, list[str]]:
-        exercise, which = job
-        path = exercise.solution_path if which == "reference" else exercise.starter_path
-        try:
-            result = grade(exercise, path, device="cpu")
-        except DrillError as exc:
-            return exercise, which, False, [str(exc)]
-        on_progress(f"{exercise.id} {which}")
-        failed = [f"{c.name}: {c.message.splitlines()[0] if c.message else ''}" for c in result.checks if not c.passed]
-        return exercise, which, result.passed, failed
-
     jobs_list = [(exercise, which) for exercise in runnable for which in ("reference", "starter")]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for exercise, which, passed, failed in pool.map(run, jobs_list):
-            if which == "reference":
-                report.exercises[exercise.id]["reference_passes"] = passed
-                if not passed:
-                    report.problems.append(f"{exercise.id}: the reference fails its checks: {'; '.join(failed[:3])}")
-            else:
-                report.exercises[exercise.id]["starter_fails"] = not passed
-                if passed:
-                    report.problems.append(f"{exercise.id}: the starter passes its checks; they test nothing it lacks.")
+    files = [(exercise, exercise.solution_path if which == "reference" else exercise.starter_path)
+             for exercise, which in jobs_list]
+    with Pool(jobs) as pool:
+        results = pool.grade_all(files, device="cpu",
+                                 on_done=lambda i, _: on_progress(f"{jobs_list[i][0].id} {jobs_list[i][1]}"))
+    for (exercise, which), result in zip(jobs_list, results):
+        if which == "reference":
+            report.exercises[exercise.id]["reference_passes"] = result.passed
+            if not result.passed:
+                failed = [f"{c.name}: {c.message.splitlines()[0] if c.message else ''}"
+                          for c in result.checks if not c.passed]
+                report.problems.append(f"{exercise.id}: the reference fails its checks: {'; '.join(failed[:3])}")
+        else:
+            report.exercises[exercise.id]["starter_fails"] = not result.passed
+            if result.passed:
+                report.problems.append(f"{exercise.id}: the starter passes its checks; they test nothing it lacks.")
 
 
 def validate_questions(report: ValidationReport) -> None:
-    """Check the question bank against its schema (docs/question-bank.md): fill the report's
-    ``questions`` counts and add every problem, naming the file, the question id and the field."""
-    from attn_drill.quiz.bank import bank_report
+    """Check the question bank against its schema and rules (docs/question-bank.md): fill the
+    report's ``questions`` counts (with the form statistics under "form"), add every problem,
+    naming the file, the question id and the field, and every warning (form statistics out of
+    range, glossary drift)."""
+    from attn_drill.quiz.bank import review_bank
 
-    report.questions, problems = bank_report()
-    report.problems += problems
+    review = review_bank()
+    report.questions = review.summary
+    report.problems += review.problems
+    report.warnings += review.warnings

@@ -19,6 +19,27 @@ def drill_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="session")
+def engine():
+    """One warm judge and sandboxed worker for the whole session: each grading still gets fresh
+    processes of its own (forked from the templates), as `attn-drill check` does."""
+    from attn_drill.grading import Engine
+
+    with Engine(device="cpu") as warm:
+        yield warm
+
+
+@pytest.fixture
+def graded(engine):
+    """Grade ``path`` as exercise ``key`` on the warm engine."""
+    from attn_drill.catalog import find_exercise
+
+    def run(key, path, **options):
+        return engine.grade(find_exercise(key), path, device="cpu", **options)
+
+    return run
+
+
 @dataclass
 class Result:
     code: int

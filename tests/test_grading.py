@@ -6,7 +6,7 @@ import pytest
 
 from attn_drill.catalog import find_exercise, load_catalog
 from attn_drill.errors import DrillError
-from attn_drill.grading import grade
+from attn_drill.grading import Pool, grade, parse_size
 
 from conftest import FIXTURES
 
@@ -14,27 +14,25 @@ EXERCISES = [ex.id for ex in load_catalog()]
 
 
 @pytest.mark.parametrize("key", EXERCISES)
-def test_reference_passes_and_starter_fails_through_cli(key, cli):
+def test_reference_passes_and_starter_fails(key, graded):
     exercise = find_exercise(key)
-    passed = cli("check", key, "--file", exercise.solution_path, "--json")
-    assert passed.code == 0, passed.stdout
-    assert json.loads(passed.stdout)["passed"] is True
-    failed = cli("check", key, "--file", exercise.starter_path, "--json")
-    assert failed.code == 1
-    assert json.loads(failed.stdout)["passed"] is False
+    passed = graded(key, exercise.solution_path)
+    assert passed.passed, [(c.name, c.message) for c in passed.checks if not c.passed]
+    failed = graded(key, exercise.starter_path)
+    assert not failed.passed and all(c.message for c in failed.checks if not c.passed)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (FIXTURES / "correct").glob("ex*.py")))
-def test_independent_correct_solutions_pass(name):
-    report = grade(find_exercise(name.split("_")[0]), FIXTURES / "correct" / name)
+def test_independent_correct_solutions_pass(name, graded):
+    report = graded(name.split("_")[0], FIXTURES / "correct" / name)
     assert report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
 
 
 def test_json_matches_the_contract(cli):
     result = cli("check", "ex01", "--file", find_exercise("ex1").starter_path, "--json")
     report = json.loads(result.stdout)
-    assert set(report) == {"exercise", "passed", "checks", "device", "duration_s"}
-    assert report["exercise"] == "ex1" and report["device"] == "cpu"
+    assert set(report) == {"exercise", "passed", "checks", "device", "duration_s", "sandbox"}
+    assert report["exercise"] == "ex1" and report["device"] == "cpu" and report["sandbox"] in ("bubblewrap", "none")
     assert isinstance(report["duration_s"], float)
     assert len(report["checks"]) >= 10
     for check in report["checks"]:
@@ -54,11 +52,11 @@ def test_gradescope_results_json(cli):
     assert isinstance(results["execution_time"], float)
 
 
-def test_known_mistake_is_named(tmp_path):
+def test_known_mistake_is_named(tmp_path, graded):
     source = find_exercise("ex1").solution_path.read_text()
     broken = tmp_path / "mine.py"
     broken.write_text(source.replace("* scale  # (..., L, S)", "  # (..., L, S)"))
-    report = grade(find_exercise("ex1"), broken)
+    report = graded("ex1", broken)
     assert "no-scale" in report.mistakes
     assert any("Your output equals attention without the 1/sqrt(d) scale" in c.message for c in report.checks)
     message = next(c.message for c in report.checks if not c.passed)
@@ -67,12 +65,32 @@ def test_known_mistake_is_named(tmp_path):
 
 def test_bad_arguments_are_drill_errors(tmp_path):
     exercise = find_exercise("ex1")
-    with pytest.raises(DrillError, match="no file"):
-        grade(exercise, tmp_path / "missing.py")
-    with pytest.raises(DrillError, match="--device"):
-        grade(exercise, exercise.solution_path, device="tpu")
-    with pytest.raises(DrillError, match="--timeout"):
-        grade(exercise, exercise.solution_path, timeout=0)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "binary.py").write_bytes(b"\x7fELF\x00\x01")
+    for path, words in (("missing.py", "no file"), ("folder", "is a directory"), ("binary.py", "not a Python file")):
+        with pytest.raises(DrillError, match=words):
+            grade(exercise, tmp_path / path)
+    for options, words in (({"device": "tpu"}, "--device"), ({"timeout": 0}, "--timeout"),
+                           ({"timeout": float("nan")}, "--timeout"), ({"timeout": float("inf")}, "--timeout"),
+                           ({"memory_limit": "lots"}, "--memory-limit"), ({"memory_limit": "1MiB"}, "at least")):
+        with pytest.raises(DrillError, match=words):
+            grade(exercise, exercise.solution_path, **options)
+
+
+def test_memory_sizes():
+    assert parse_size("2GiB") == 2 << 30 and parse_size("512MiB") == 512 << 20
+    assert parse_size("1.5G") == 1_500_000_000 and parse_size("300000000") == 300_000_000
+
+
+def test_a_pool_grades_in_order_and_keeps_going_past_a_bad_file(tmp_path):
+    exercise = find_exercise("ex1")
+    (tmp_path / "folder").mkdir()
+    jobs = [(exercise, exercise.solution_path), (exercise, tmp_path / "folder"), (exercise, exercise.starter_path)]
+    seen = []
+    with Pool(2, device="cpu") as pool:
+        reports = pool.grade_all(jobs, device="cpu", on_done=lambda i, r: seen.append(i))
+    assert [r.passed for r in reports] == [True, False, False] and sorted(seen) == [0, 1, 2]
+    assert "is a directory" in reports[1].checks[0].message
 
 
 def test_cuda_without_cuda_is_a_usage_error(cli):
@@ -91,6 +109,7 @@ def test_checks_run_on_cuda():
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    for key in ("ex1", "ex2"):
-        report = grade(find_exercise(key), find_exercise(key).solution_path, device="cuda")
+    with Pool(1, device="cuda") as pool:
+        reports = pool.grade_all([(ex, ex.solution_path) for ex in load_catalog()], device="cuda")
+    for report in reports:
         assert report.device == "cuda" and report.passed, [(c.name, c.message) for c in report.checks if not c.passed]

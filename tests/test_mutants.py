@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from attn_drill.catalog import find_exercise
-from attn_drill.grading import grade
 
 MUTANTS_DIR = Path(__file__).parent / "mutants"
 
@@ -30,14 +29,14 @@ def test_every_exercise_has_ten_mutants():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("exercise_key", "mutant"), list(_mutants()))
-def test_mutant_is_caught(exercise_key, mutant, tmp_path):
+def test_mutant_is_caught(exercise_key, mutant, tmp_path, graded):
     exercise = find_exercise(exercise_key)
     source = exercise.solution_path.read_text(encoding="utf-8")
     assert source.count(mutant["old"]) == 1, f"'old' must occur exactly once in {exercise.solution_path.name}"
     broken = tmp_path / exercise.file_name
     broken.write_text(source.replace(mutant["old"], mutant["new"]), encoding="utf-8")
 
-    report = grade(exercise, broken, device="cpu", timeout=60)
+    report = graded(exercise_key, broken, timeout=60)
 
     failed = [c for c in report.checks if not c.passed]
     assert failed, f"the checks passed the broken version: {mutant['name']}"

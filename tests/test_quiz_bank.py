@@ -15,8 +15,8 @@ import pytest
 
 from attn_drill.errors import ContentError
 from attn_drill.quiz.bank import (
-    KINDS, MISTAKES_FILE, QUESTIONS_DIR, TAGS, TOPICS, FormulaError, bank_problems, bank_report, evaluate,
-    load_bank, mistake_keys, scan,
+    KINDS, MISTAKES_FILE, QUESTIONS_DIR, TAGS, TOPICS, FormulaError, Question, Text, bank_problems, bank_report,
+    evaluate, form_report, load_bank, mistake_keys, number_problems, numeric_tolerance, review_bank, scan,
 )
 from attn_drill.validation import ValidationReport, validate_questions
 
@@ -117,7 +117,9 @@ def test_validate_fills_the_questions_part():
     report = ValidationReport()
     validate_questions(report)
     questions = report.to_dict()["questions"]
-    assert set(questions) == {"total", "by_topic", "by_kind", "zh_missing"}
+    assert set(questions) == {"total", "by_topic", "by_kind", "zh_missing", "form"}
+    assert set(questions["form"]) >= {"longest_key_share", "key_positions", "bool_true_share", "multi_key_counts"}
+    assert isinstance(report.to_dict()["warnings"], list)
     assert questions["total"] == len(RAW) and sum(questions["by_topic"].values()) == len(RAW)
     assert sum(questions["by_kind"].values()) == len(RAW) and questions["zh_missing"] == 0
     assert report.problems == bank_problems()
@@ -298,7 +300,8 @@ def test_ids_are_unique_across_files(tmp_path):
 def test_all_problems_are_listed_and_missing_chinese_counted(tmp_path):
     text = GOOD.replace('prompt.zh = "选一个"\n', "").replace('model_answer.zh = "答案。"\n', "").replace("answer = 36", "answer = 35")
     summary, problems = bank_report(bank_dir(tmp_path, text), expected_topics=("masking", "inference"), checks_dir=None)
-    assert summary == {"total": 6, "by_topic": {"masking": 6}, "by_kind": {k: 1 for k in sorted(KINDS)}, "zh_missing": 2}
+    counts = {key: value for key, value in summary.items() if key != "form"}
+    assert counts == {"total": 6, "by_topic": {"masking": 6}, "by_kind": {k: 1 for k in sorted(KINDS)}, "zh_missing": 2}
     assert len(problems) == 4
     assert any("inference.toml" in p and "no question file" in p for p in problems)
 
@@ -353,3 +356,113 @@ def test_formulas_evaluate(formula, value):
 def test_anything_else_is_refused(formula):
     with pytest.raises(FormulaError):
         evaluate(formula, {"L": 5})
+
+
+# ---------------------------------------------------------------- numbers and form: docs/question-bank.md
+
+def test_the_documented_tags_are_the_tags():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "question-bank.md").read_text(encoding="utf-8")
+    section = doc.split("## Concept tags", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`([a-z0-9-]+)`", section.split("\n\n", 2)[2]))
+    assert listed == TAGS
+    assert {"context-extension", "mla", "paged-attention", "speculative-decoding", "length-scaling"} <= TAGS
+
+
+def numeric(qid="n-1", answer=36, tolerance=0.0, en="How many?", zh="多少？", unit=None) -> Question:
+    return Question(id=qid, topic="masking", kind="numeric", difficulty=1, tags=("scale",), prompt=Text(en, zh),
+                    explanation=Text("Because.", "因为。"), answer=answer, tolerance=tolerance, params={},
+                    formula=str(answer), unit=unit, source="masking.toml")
+
+
+def test_an_answer_above_10000_with_tolerance_0_must_be_asked_for_exactly():
+    assert number_problems(numeric(answer=36)) == []
+    assert number_problems(numeric(answer=10_000)) == []
+    assert number_problems(numeric(answer=12_288, tolerance=0.01)) == []
+    found = number_problems(numeric(answer=12_288))
+    assert [p.split(": field ")[1].split(":")[0] for p in found] == ["'prompt.en'", "'prompt.zh'"]
+    assert found[0].startswith("masking.toml: n-1: field 'prompt.en'") and '"exact"' in found[0]
+    assert '"精确"' in found[1]
+    asked = numeric(answer=12_288, en="How many, exactly?", zh="精确地说有多少？")
+    assert number_problems(asked) == [] and numeric_tolerance(asked) == 0
+    assert numeric_tolerance(numeric(answer=12_288)) == 0.01       # a learner is not failed for the slip
+    only_en = numeric(answer=12_288, en="The exact count?")
+    assert [p.split(": field ")[1][:11] for p in number_problems(only_en)] == ["'prompt.zh'"]
+
+
+@pytest.mark.parametrize("en, zh, unit, bad", [
+    ("How many bytes does it take?", "占多少字节？", None, ["en", "zh"]),
+    ("How many GB does it take?", "占多少 GB？", None, ["en", "zh"]),
+    ("At 3200 GB/s, how many tokens per second?", "显存带宽 3200 GB/s 时每秒多少 token？", None, ["en", "zh"]),
+    ("How big is it?", "有多大？", Text("MB", "MB"), ["en", "zh"]),
+    ("How many GiB does it take?", "占多少 GiB？", None, []),
+    ("How big is it?", "有多大？", Text("MiB", "MiB"), []),
+    ("How many GB (1 GB = 10^9 bytes)?", "多少 GB（1 GB = 10^9 字节）？", None, []),
+    ("How many KB, with 1 KB = 1000 bytes?", "多少 KB（1 KB = 1000 字节）？", None, []),
+    ("How many KB (1 KB = 1024 bytes)?", "多少 KB？", None, ["zh"]),
+    ("How many tokens fit in 80 layers?", "80 层能放多少 token？", None, []),
+])
+def test_a_prompt_about_bytes_says_whether_k_m_g_are_1000_or_1024(en, zh, unit, bad):
+    found = number_problems(numeric(en=en, zh=zh, unit=unit))
+    assert [p.split("field 'prompt.")[1][:2] for p in found] == bad
+    assert all("1000 or 1024" in p for p in found)
+
+
+def choice_question(qid, answer, lengths, kind="single") -> Question:
+    choices = tuple(Text("x" * n, "选项") for n in lengths)
+    extra = {"select": "single", "code": "x = 1"} if kind == "code" else {}
+    return Question(id=qid, topic="masking", kind=kind, difficulty=1, tags=("scale",), prompt=Text("?", "？"),
+                    explanation=Text(".", "。"), choices=choices, answer=answer, **extra)
+
+
+def bool_question(qid, answer) -> Question:
+    return Question(id=qid, topic="masking", kind="bool", difficulty=1, tags=("scale",), prompt=Text("?", "？"),
+                    explanation=Text(".", "。"), answer=answer)
+
+
+def test_form_statistics_and_their_warnings():
+    questions = [
+        choice_question("s-1", "a", [9, 5, 5, 5]),          # key strictly longest
+        choice_question("s-2", "b", [5, 9, 5, 5]),          # key strictly longest
+        choice_question("s-3", "c", [9, 5, 9, 5]),          # tied: not strictly longest
+        choice_question("s-4", "a", [3, 5, 5, 5], kind="code"),
+        choice_question("m-1", ("a", "b"), [5, 5, 5, 5], kind="multi"),
+        choice_question("m-2", ("a", "c"), [5, 5, 5, 5], kind="multi"),
+        bool_question("b-1", True), bool_question("b-2", True), bool_question("b-3", True), bool_question("b-4", False),
+    ]
+    form, warnings = form_report(questions)
+    assert form["single_answer"] == 4 and form["longest_key"] == 2 and form["longest_key_share"] == 0.5
+    assert form["longest_key_ids"] == ["s-1", "s-2"]
+    assert form["key_positions"] == {"a": 2, "b": 1, "c": 1, "d": 0, "e": 0, "f": 0}
+    assert form["bool"] == 4 and form["bool_true"] == 3 and form["bool_true_share"] == 0.75
+    assert form["multi"] == 2 and form["multi_key_counts"] == {"2": 2}
+    assert len(warnings) == 4 and all(w.startswith("form: ") for w in warnings)
+    longest, positions, bools, multi = warnings
+    assert "50%" in longest and "at most 40%" in longest
+    assert "no single-answer key sits at d" in positions      # e, f: no question offers them
+    assert "75%" in bools and "35%" in bools and "65%" in bools
+    assert "every multiple-answer question has 2 keys" in multi
+
+
+def test_a_bank_in_range_has_no_form_warnings():
+    questions = [choice_question(f"s-{i}", letter, [5, 5, 5, 5]) for i, letter in enumerate("abcd")]
+    questions += [choice_question("m-1", ("a", "b"), [5] * 4, "multi"), choice_question("m-2", ("a", "b", "c"), [5] * 4, "multi")]
+    questions += [bool_question("b-1", True), bool_question("b-2", False)]
+    assert form_report(questions)[1] == []
+
+
+def test_validate_reports_number_problems_and_form_warnings_without_failing_on_warnings(tmp_path):
+    text = GOOD.replace("answer = true", "answer = false")
+    review = review_bank(bank_dir(tmp_path, text), expected_topics=(), checks_dir=None)
+    assert review.problems == []
+    assert review.summary["form"]["bool_true_share"] == 0.0
+    assert any(w.startswith("form: 0% of true/false answers are true") for w in review.warnings)
+    big = text.replace("params = { L = 8 }", "params = { L = 200 }").replace("answer = 36", "answer = 20100")
+    review = review_bank(bank_dir(tmp_path, big), expected_topics=(), checks_dir=None)
+    assert [p.split(": field")[0] for p in review.problems] == ["masking.toml: m-numeric"] * 2
+    zh = GOOD.replace('prompt.zh = "选一个"', 'prompt.zh = "哪个会泄露信息？"')
+    review = review_bank(bank_dir(tmp_path, zh), expected_topics=(), checks_dir=None)
+    assert review.problems == [] and any("泄露" in w and "m-single" in w for w in review.warnings)
+    report = ValidationReport()
+    report.warnings.append("x")
+    assert report.to_dict()["warnings"] == ["x"] and set(report.to_dict()) == {"exercises", "questions", "problems",
+                                                                              "warnings"}

@@ -97,10 +97,13 @@ def test_a_whole_quiz_then_stats_json(cli):
     bank = load_bank()
     assert set(stats["quiz"]["topics"]) == set(bank.topics)
     for topic, row in stats["quiz"]["topics"].items():
-        assert set(row) == {"questions", "answered", "correct", "due"}
+        assert set(row) == {"questions", "answered", "correct", "due", "retention"}   # the contract's four, + retention
+        assert row["retention"] is None                 # first answers are not due reviews
         assert row["questions"] == sum(q.topic == topic for q in bank.questions)
     answered, correct, due = totals(stats)
     assert (answered, correct, due) == (8, 6, 2)    # the two wrong ones are due again today
+    assert set(stats["quiz"]) == {"topics", "retention", "calendar", "leeches"}
+    assert sum(stats["quiz"]["calendar"].values()) == 8 and stats["quiz"]["leeches"] == []
 
     status = cli()
     assert status.code == 0 and "Quiz cards due today: 2" in status.stdout
@@ -258,7 +261,8 @@ def test_two_quizzes_at_once_lose_nothing(drill_home, tmp_path):
 
 # ---------------------------------------------------------------- fast start
 
-@pytest.mark.parametrize("args", [["quiz", "-n", "0"], ["quiz", "--review"], ["stats"], ["stats", "--json"], []])
+@pytest.mark.parametrize("args", [["quiz", "-n", "1"], ["quiz", "--review"], ["quiz", "--leeches"], ["stats"],
+                                  ["stats", "--json"], []])
 def test_quiz_stats_and_status_never_import_torch(drill_home, tmp_path, args):
     env = {**os.environ, "ATTN_DRILL_HOME": str(drill_home)}
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "attn_drill", *args], capture_output=True,
@@ -305,3 +309,156 @@ def test_a_graded_mistake_makes_its_concept_due(tmp_path):
     due = select_questions(bank, store, review=True, count=100)
     assert any("scale" in q.tags for q in due)
     assert all(set(q.tags) & set(bank.concepts_for(report.mistakes)) for q in due)
+
+
+# ---------------------------------------------------------------- in-process, with CliRunner, on a small bank
+
+import click
+from click.testing import CliRunner
+
+from attn_drill.cli import main
+from attn_drill.quiz import engine as quiz_engine, scheduling, stats as quiz_stats
+from attn_drill.quiz.bank import Bank, Question, Text
+
+
+def _q(kind, qid, topic="masking", **fields) -> Question:
+    base = dict(id=qid, topic=topic, kind=kind, difficulty=1, tags=("scale",), prompt=Text(f"Prompt of {qid}?", f"{qid} 的题目？"),
+                explanation=Text(f"Because {qid}.", f"因为 {qid}。"))
+    return Question(**{**base, **fields})
+
+
+FOUR = tuple(Text(f"choice {c}", f"选项 {c}") for c in "abcd")
+SMALL_BANK = Bank((
+    _q("numeric", "n-flops", answer=34359738368, tolerance=0.0, params={}, formula="2**35",
+       prompt=Text("How many FLOPs does QK^T take?", "QK^T 需要多少 FLOPs？"), unit=Text("FLOPs", "FLOPs")),
+    _q("numeric", "n-exact", answer=1050624, tolerance=0.0, params={}, formula="1050624",
+       prompt=Text("The exact parameter count?", "精确的参数量是多少？"), unit=Text("parameters", "个参数")),
+    _q("multi", "m-three", choices=FOUR, answer=("a", "b", "d")),
+    _q("single", "s-one", choices=FOUR, answer="c", prompt=Text("A long prompt " * 12, "很长的题目" * 20)),
+    _q("bool", "b-true", topic="inference", answer=True),
+) + tuple(_q("bool", f"b-{i:02d}", topic="inference", answer=False) for i in range(12)))
+
+
+@pytest.fixture
+def drill(monkeypatch):
+    """Run `attn-drill ARGS` in this process with CliRunner, on SMALL_BANK."""
+    monkeypatch.setattr(quiz_engine, "load_bank", lambda *a, **k: SMALL_BANK)
+    monkeypatch.setattr(quiz_stats, "load_bank", lambda *a, **k: SMALL_BANK)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                     "help_option_names": []})
+    @click.pass_context
+    def entry(ctx):
+        main(list(ctx.args))
+
+    def run(*args, input=None):
+        return CliRunner().invoke(entry, list(args), input=input)
+
+    return run
+
+
+def by_ids(*ids):
+    known = SMALL_BANK.by_id()
+    return [known[qid] for qid in ids]
+
+
+def ask(drill, ids, lines, *extra):
+    """A quiz on exactly these questions (in this order) with these input lines."""
+    questions = by_ids(*ids)
+    original = quiz_engine.select_questions
+    quiz_engine.select_questions = lambda *a, **k: list(questions)
+    try:
+        return drill("quiz", *extra, input="".join(line + "\n" for line in lines))
+    finally:
+        quiz_engine.select_questions = original
+
+
+def test_minus_n_0_is_a_usage_error_on_one_line(drill):
+    result = drill("quiz", "-n", "0")
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "-n must be 1 or more" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("word", ["q", "quit", "exit"])
+def test_q_quit_or_exit_ends_the_quiz_keeping_answers(drill, word):
+    result = ask(drill, ["b-true", "b-00", "b-01"], ["t", word, "f"])
+    assert result.exit_code == 0, result.output
+    assert "Quiz ended early. Answers saved: 1." in result.stdout
+    store = open_store()
+    assert [a["question"] for a in store.answers()] == ["b-true"]
+
+
+def test_a_wrong_number_is_echoed_in_english_and_chinese(drill):
+    result = ask(drill, ["n-flops", "n-exact"], ["33G", "1.05M params"])
+    assert result.exit_code == 1
+    assert "You typed 33G = 3.3e10; the answer is 3.436e10 FLOPs within 1%." in result.stdout
+    assert "You typed 1.05M = 1.05e6; the answer is exactly 1,050,624 parameters." in result.stdout
+    result = ask(drill, ["n-flops"], ["33G"], "--lang", "zh")
+    assert "你输入的 33G 读作 3.3e10；答案是 3.436e10 FLOPs，误差 1% 以内算对。" in result.stdout
+    right = ask(drill, ["n-flops"], ["34.4G FLOPs"])           # 1% above 10,000: 34.4G is right
+    assert right.exit_code == 0 and "Right" in right.stdout and "You typed" not in right.stdout
+
+
+def test_a_partly_wrong_multi_answer_names_the_missing_and_extra_letters(drill):
+    result = ask(drill, ["m-three"], ["a,c"])
+    assert "Missing: b, d · extra (wrong): c." in result.stdout
+    assert "漏选：b, d；多选（错误）：c。" in ask(drill, ["m-three"], ["a c"], "--lang", "zh").stdout
+
+
+def test_the_end_lists_the_questions_missed_and_ends_with_the_review_command(drill):
+    result = ask(drill, ["s-one", "b-true", "m-three"], ["a", "t", "a,b"])
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "Missed (2):" in out
+    missed = out.split("Missed (2):", 1)[1].strip().splitlines()
+    assert missed[0].split()[0] == "s-one" and missed[1].split()[0] == "m-three"
+    assert missed[0].endswith("…") and len(missed[0]) < 90          # one line each
+    assert "b-true" not in out.split("Missed (2):", 1)[1]
+    assert out.rstrip().splitlines()[-1] == ("Still due today, after this quiz: 2. "
+                                             "Review them: `attn-drill quiz --review`")
+    zh = ask(drill, ["s-one"], ["a"], "--lang", "zh").stdout
+    assert "答错的题（1 道）：" in zh and zh.rstrip().endswith("复习它们：`attn-drill quiz --review`")
+
+
+def test_nothing_missed_says_nothing_more_is_due(drill):
+    out = ask(drill, ["b-true"], ["t"]).stdout
+    assert "Missed" not in out and "Nothing more is due today." in out
+    assert "The next question due after today: in " in out
+
+
+def test_review_asks_every_due_question_whatever_the_default_count(drill):
+    falses = [f"b-{i:02d}" for i in range(12)]
+    assert ask(drill, falses, ["t"] * 12).exit_code == 1       # 12 wrong: 12 due today
+    result = drill("quiz", "--review", input="q\n")
+    assert "Review: 12 questions due, most overdue first." in result.stdout   # not the default 10
+    assert "Question 1/12" in result.stdout
+    capped = drill("quiz", "--review", "-n", "3", input="q\n")   # -n given: at most that many
+    assert "Review: 3 questions due" in capped.stdout
+
+
+def test_stats_shows_the_calendar_retention_and_leeches_and_quiz_leeches_drills_them(drill):
+    for _ in range(4):                                          # s-one missed 4 times: a leech
+        ask(drill, ["s-one"], ["a"])
+    store = open_store()
+    store.make_due([("s-one", "masking")], lambda qid, card: scheduling.bring_due(card, qid))
+    store.close()
+    ask(drill, ["s-one"], ["c"])                                # a due review, right
+    shown = drill("stats")
+    assert shown.exit_code == 0, shown.output
+    out = shown.stdout
+    assert "Reviews, last 12 weeks" in out and ": 5 reviews on 1 day" in out
+    assert "retention" in out and "Leeches: 1 question missed 4 times or more" in out
+    assert "s-one" in out and "`attn-drill quiz --leeches`" in out
+    data = json.loads(drill("stats", "--json").stdout)
+    quiz = data["quiz"]
+    assert set(quiz["topics"]["masking"]) == {"questions", "answered", "correct", "due", "retention"}
+    assert quiz["leeches"] == ["s-one"] and len(quiz["calendar"]) == 84 and sum(quiz["calendar"].values()) == 5
+    assert 0 < quiz["topics"]["masking"]["retention"] <= 1 and quiz["topics"]["inference"]["retention"] is None
+    assert "exercises" in data
+    drilled = drill("quiz", "--leeches", input="c\n")
+    assert "Leeches: 1 question you have missed 4 times or more" in drilled.stdout and drilled.exit_code == 0
+    assert "No leeches" in drill("quiz", "--leeches", "-t", "inference").stdout
+    both = drill("quiz", "--leeches", "--review")
+    assert both.exit_code == 2 and "pick one" in both.stderr

@@ -16,9 +16,11 @@ from attn_drill.errors import DrillError
 from attn_drill.quiz import scheduling
 from attn_drill.quiz.bank import Bank, Question, Text
 from attn_drill.quiz.engine import (
-    InvalidAnswer, Quiz, default_lang, format_answer, format_number, grade, mastery, parse_answer,
-    parse_number, resolve_topics, review_mistakes, run_quiz, select_questions, start_quiz,
+    LEECH_MISSES, InvalidAnswer, Quiz, default_lang, format_answer, format_compact, format_number, grade, mastery,
+    number_feedback, parse_answer, parse_number, read_number, resolve_topics, review_mistakes, run_quiz,
+    select_leeches, select_questions, start_quiz,
 )
+from attn_drill.quiz.stats import calendar, leeches, retention, stats, study_day
 from attn_drill.store import DB_NAME, SCHEMA_VERSION, open_store
 
 
@@ -38,7 +40,7 @@ MULTI = make("multi", choices=CHOICES4, answer=("a", "c"))
 TRUE = make("bool", answer=True)
 FALSE = make("bool", answer=False)
 NUMERIC = make("numeric", answer=1_000_000, tolerance=0.0, params={"n": 1000}, formula="n * n",
-               unit=Text("parameters", "个参数"))
+               unit=Text("parameters", "个参数"), prompt=Text("How many parameters, exactly?", "精确地说有多少个参数？"))
 NUMERIC_TOL = make("numeric", answer=62.83185307179586, tolerance=0.01, params={}, formula="2*3.14159")
 NEGATIVE = make("numeric", answer=-1.25, tolerance=0.0, params={}, formula="-1.25")
 CODE_SINGLE = make("code", code="x = 1\ny = 2\n", select="single", choices=CHOICES4[:3], answer="c")
@@ -426,7 +428,7 @@ def test_a_version_1_store_upgrades_in_place(drill_home):
     db.close()
     store = open_store()
     assert store.warnings == []                                  # not treated as damaged
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert store.progress()["ex1"].attempts == 2 and store.take_hint("ex1", 3) == 3
     store.record_answer("q-1", "masking", correct=False, rating=1, answer="x",
                         review=lambda card: scheduling.review(card, "q-1", 1))
@@ -451,3 +453,216 @@ def test_two_processes_answering_at_once_lose_nothing(drill_home):
     assert sorted(a["answer"] for a in answers if a["question"].startswith("p-")) == sorted(map(str, range(40)))
     assert len(store.cards()) == 14
     assert {qid: n for qid, (n, _) in store.answer_summary().items()}["p-0"] == 6
+
+
+# ---------------------------------------------------------------- numbers: units, binary prefixes, tolerance
+
+@pytest.mark.parametrize("text, value", [
+    ("1050624 params", 1050624), ("36 entries", 36), ("1,050,624 parameters", 1050624), ("36个位置", 36),
+    ("5 tokens", 5), ("1.5k tokens", 1500), ("7B params", 7e9), ("2^30 bytes", 2**30),
+    ("1KiB", 1024), ("2 MiB", 2 * 2**20), ("2GiB", 2 * 2**30), ("1 TiB", 2**40), ("3Mi", 3 * 2**20),
+    ("1KB", 1000), ("2 MB", 2e6), ("2GB", 2e9), ("2 gb", 2e9), ("1.5 kB", 1500), ("12 KB", 12000),
+    ("3千", 3000), ("2百万", 2e6), ("1.2亿", 1.2e8), ("34.4G", 34.4e9),
+])
+def test_units_and_binary_prefixes(text, value):
+    assert parse_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["2 gigabytes", "3 million", "1 e", "2 x", "5 kilo"])
+def test_spelled_out_magnitudes_and_stray_letters_are_asked_again(text):
+    with pytest.raises(InvalidAnswer):
+        parse_number(text)
+
+
+def test_the_reading_keeps_what_was_typed_without_the_unit():
+    assert read_number("34.4G FLOPs").typed == "34.4G"
+    assert read_number("1050624 params").typed == "1050624"
+    assert read_number("2^30 bytes").typed == "2^30"
+    assert read_number("500 MiB", ["MiB"]) == read_number("500")     # the question's own unit is a word
+
+
+BIG = make("numeric", qid="t-big", answer=34359738368, tolerance=0.0, params={}, formula="2**35",
+           prompt=T("How many FLOPs?"), unit=Text("FLOPs", "FLOPs"))
+BIG_EXACT = make("numeric", qid="t-exact", answer=1050624, tolerance=0.0, params={}, formula="1050624",
+                 prompt=Text("Give the exact parameter count.", "给出精确的参数量。"))
+SMALL = make("numeric", qid="t-small", answer=9999, tolerance=0.0, params={}, formula="9999")
+
+
+def test_answers_above_10000_take_1_percent_unless_the_prompt_says_exact():
+    assert verdict(BIG, "34.4G") and verdict(BIG, "3.42e10") and not verdict(BIG, "3.3e10")
+    assert "within 1% counts" in format_answer(BIG) and "误差 1% 以内算对" in format_answer(BIG, "zh")
+    assert verdict(BIG_EXACT, "1050624") and not verdict(BIG_EXACT, "1.05M") and not verdict(BIG_EXACT, "1050625")
+    assert "within" not in format_answer(BIG_EXACT)
+    assert verdict(SMALL, "9999") and not verdict(SMALL, "9998")                # 10,000 and below: as set
+    assert not verdict(NUMERIC, "999999")                                       # "exactly" in the prompt
+
+
+def test_format_compact():
+    assert [format_compact(v) for v in (36, 98000, 0.5, 34.4e9, 1050600, -1.25, 0)] == [
+        "36", "98,000", "0.5", "3.44e10", "1.0506e6", "-1.25", "0"]
+    assert format_compact(34359738368, 4) == "3.436e10"
+
+
+def test_a_wrong_number_is_echoed_as_it_was_read():
+    assert number_feedback(BIG, read_number("33G")) == {
+        "typed": "33G", "read": "3.3e10", "answer": "3.436e10", "tolerance": 0.01, "unit": BIG.unit}
+    exact = number_feedback(BIG_EXACT, read_number("1.05M"))
+    assert exact["answer"] == "1,050,624" and exact["tolerance"] == 0 and exact["read"] == "1.05e6"
+    quiz = session([BIG])
+    result = quiz.answer(BIG, "33G FLOPs")
+    assert not result.correct and result.reading.value == 33e9 and result.reading.typed == "33G"
+
+
+# ---------------------------------------------------------------- the session: quit words, partial multi, missed
+
+def test_a_partly_wrong_multi_answer_says_what_was_missing_and_extra():
+    six = tuple(T(x) for x in "uvwxyz")
+    question = make("multi", choices=six, answer=("a", "c", "e"))
+    quiz = session([question])
+    result = quiz.answer(question, "a,b,c")
+    assert not result.correct and result.missing == ("e",) and result.extra == ("b",)
+    assert quiz.answer(question, "ace").missing == () and quiz.answer(question, "ace").extra == ()
+    assert quiz.answer(question, "?").missing == ()           # don't know: only the answer is shown
+
+
+@pytest.mark.parametrize("word", ["q", "Q", "quit", "exit", " exit ", "退出"])
+def test_q_quit_or_exit_at_any_prompt_ends_the_quiz_keeping_answers(word):
+    questions = [make("bool", qid="t-01", answer=True), make("card", qid="t-02", model_answer=T("m")),
+                 make("bool", qid="t-03", answer=True)]
+    ui = ScriptedUI(["t", "", word, "t"])                     # the quit word at a card's rating prompt
+    summary = run_quiz(session(questions), ui)
+    assert summary.ended_early and summary.answered == 1 and len(open_store().answers()) == 1
+    summary = run_quiz(session(questions), ScriptedUI([word]))  # at the first answer prompt
+    assert summary.ended_early and summary.answered == 0
+
+
+def test_the_summary_lists_the_questions_missed_in_order():
+    questions = [make("bool", qid=f"t-{i}", answer=True) for i in range(4)] + [make("card", qid="t-c", model_answer=T("m"))]
+    summary = run_quiz(session(questions), ScriptedUI(["f", "t", "?", "t", "", "1"]))
+    assert [q.id for q in summary.missed] == ["t-0", "t-2", "t-c"]     # a card rated Again is missed too
+    assert summary.due_today == 3
+
+
+def test_minus_n_must_be_at_least_1_and_review_asks_everything_due():
+    bank = small_bank()
+    for bad in (0, -1):
+        with pytest.raises(DrillError) as caught:
+            start_quiz(open_store(), count=bad, bank=bank)
+        assert "-n must be 1 or more" in str(caught.value)
+    assert len(start_quiz(open_store(), bank=bank, seed=1).questions) == 10      # the default
+    quiz = Quiz(open_store(), bank, [])
+    for question in bank.questions[:13]:
+        quiz.answer(question, "f")                                               # 13 due today
+    assert len(start_quiz(open_store(), review=True, bank=bank).questions) == 13
+    assert len(start_quiz(open_store(), review=True, count=4, bank=bank).questions) == 4   # -n given: a cap
+    with pytest.raises(DrillError):
+        start_quiz(open_store(), review=True, leeches=True, bank=bank)
+
+
+def test_leeches_are_questions_missed_4_times_or_more_most_missed_first():
+    bank, store = small_bank(), open_store()
+    quiz = Quiz(store, bank, [])
+    by_id = bank.by_id()
+    for qid, misses in (("mas-01", 5), ("inf-02", LEECH_MISSES), ("mas-03", LEECH_MISSES - 1)):
+        for _ in range(misses):
+            quiz.answer(by_id[qid], "f")
+    quiz.answer(by_id["mas-03"], "t")
+    assert [q.id for q in select_leeches(bank, store)] == ["mas-01", "inf-02"]
+    assert [q.id for q in select_leeches(bank, store, topics=("inference",))] == ["inf-02"]
+    session_ = start_quiz(store, leeches=True, bank=bank)
+    assert [q.id for q in session_.questions] == ["mas-01", "inf-02"] and session_.leeches
+    assert [q.id for q in start_quiz(store, leeches=True, count=1, bank=bank).questions] == ["mas-01"]
+
+
+# ---------------------------------------------------------------- stats: due reviews, retention, calendar, leeches
+
+def test_an_answer_records_whether_it_was_a_due_review():
+    bank, store = small_bank(), open_store()
+    quiz = Quiz(store, bank, [])
+    by_id = bank.by_id()
+    quiz.answer(by_id["mas-01"], "t")          # first answer: not a due review
+    quiz.answer(by_id["mas-01"], "t")          # asked again early (due in days): not one either
+    quiz.answer(by_id["mas-02"], "f")          # wrong: due in a minute...
+    store.make_due([("mas-02", "masking")], lambda qid, card: scheduling.bring_due(card, qid))
+    quiz.answer(by_id["mas-02"], "t")          # ...and answered when due: a due review, right
+    review_mistakes(store, ["no-scale"], bank)  # a mistake makes mas-00 due: a card, due now
+    quiz.answer(by_id["mas-00"], "f")
+    assert [a["was_due"] for a in store.answers()] == [0, 0, 0, 1, 1]
+
+
+def test_retention_is_the_share_of_due_reviews_answered_right():
+    answers = [
+        {"question": "a", "topic": "masking", "correct": 1, "was_due": 1},
+        {"question": "b", "topic": "masking", "correct": 0, "was_due": 1},
+        {"question": "c", "topic": "masking", "correct": 1, "was_due": 1},
+        {"question": "d", "topic": "masking", "correct": 0, "was_due": 0},      # not due: not counted
+        {"question": "e", "topic": "masking", "correct": 0, "was_due": None},   # unknown (old store)
+    ]
+    assert retention(answers, ["masking", "inference"]) == {"masking": 0.6667, "inference": None}
+
+
+def test_the_calendar_counts_reviews_per_study_day_for_12_weeks():
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=timezone.utc).astimezone()
+    today = study_day(now)
+    at = lambda delta: {"at": (now - delta).isoformat()}                       # noqa: E731
+    answers = [at(timedelta(0)), at(timedelta(hours=1)), at(timedelta(days=3)), at(timedelta(days=83)),
+               at(timedelta(days=84)), at(timedelta(days=400))]
+    days = calendar(answers, today)
+    assert len(days) == 84 and list(days)[-1] == today.isoformat()
+    assert list(days) == sorted(days)
+    assert days[today.isoformat()] == 2 and days[(today - timedelta(days=3)).isoformat()] == 1
+    assert days[(today - timedelta(days=83)).isoformat()] == 1 and sum(days.values()) == 4
+
+
+def test_a_study_day_ends_at_4_am_local_time():
+    local = datetime(2026, 3, 20, 3, 30).astimezone()
+    assert study_day(local).isoformat() == "2026-03-19"
+    assert study_day(local.replace(hour=4, minute=1)).isoformat() == "2026-03-20"
+
+
+def test_leeches_from_answers():
+    bank = small_bank()
+    answers = [{"question": "mas-01", "correct": 0}] * 4 + [{"question": "mas-01", "correct": 1}] + \
+              [{"question": "gone-01", "correct": 0}] * 9 + [{"question": "inf-01", "correct": 0}] * 3
+    found = leeches(answers, bank)
+    assert [(x.id, x.topic, x.missed, x.answers) for x in found] == [("mas-01", "masking", 4, 5)]
+
+
+def test_stats_gathers_retention_calendar_and_leeches():
+    bank, store = small_bank(), open_store()
+    quiz = Quiz(store, bank, [])
+    question = bank.by_id()["mas-01"]
+    for _ in range(LEECH_MISSES):
+        quiz.answer(question, "f")
+        store.make_due([(question.id, question.topic)], lambda qid, card: scheduling.bring_due(card, qid))
+    shown = stats(store, bank)
+    data = shown.to_dict()
+    assert data["quiz"]["leeches"] == ["mas-01"]
+    assert data["quiz"]["topics"]["masking"]["retention"] == 0.0 and data["quiz"]["topics"]["inference"]["retention"] is None
+    assert set(data["quiz"]["topics"]["masking"]) == {"questions", "answered", "correct", "due", "retention"}
+    assert sum(data["quiz"]["calendar"].values()) == LEECH_MISSES and len(data["quiz"]["calendar"]) == 84
+    assert data["quiz"]["retention"] == 0.0
+
+
+V2_ANSWERS = """
+CREATE TABLE quiz_answers (id INTEGER PRIMARY KEY AUTOINCREMENT, question TEXT NOT NULL, topic TEXT NOT NULL,
+    correct INTEGER NOT NULL, rating INTEGER NOT NULL, answer TEXT NOT NULL, at TEXT NOT NULL);
+INSERT INTO quiz_answers (question, topic, correct, rating, answer, at)
+    VALUES ('q-1', 'masking', 1, 3, 't', '2026-01-01T00:00:00+00:00');
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_version_2_store_gains_the_due_review_column(drill_home):
+    drill_home.mkdir(parents=True)
+    db = sqlite3.connect(drill_home / DB_NAME)
+    db.executescript(V2_ANSWERS)
+    db.close()
+    store = open_store()
+    assert store.warnings == [] and store._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert [a["was_due"] for a in store.answers()] == [None]        # not known for old answers
+    store.record_answer("q-1", "masking", correct=True, rating=3, answer="t",
+                        review=lambda card: scheduling.review(card, "q-1", 3))
+    assert [a["was_due"] for a in store.answers()] == [None, 0]
+    store.close()
+    assert open_store().answers()[0]["answer"] == "t"               # opening again changes nothing

@@ -40,8 +40,7 @@ class Config:
     defines: tuple[str, ...]
     forbidden: tuple[str, ...]
     worker_settings: dict
-    worker_pid: int
-    startup_s: float
+    worker_pid: int                    # the worker template's pid: gradings run below it
     device: torch.device
     remote: Remote
     state: dict = field(default_factory=dict)
@@ -127,7 +126,7 @@ class Learner:
 
     def _ask(self, what: str, op: str, *, value_error_ok: bool = False, **fields) -> Any:
         if self.remote.broken is not None:
-            fail(f"not run: {_problem_text(self.remote.broken)} earlier, so the worker is gone.")
+            fail(f"not run: your code {_problem_text(self.remote.broken)} in an earlier check (see above).")
         try:
             return self.remote.request(op, **fields)
         except LearnerError as error:
@@ -261,11 +260,11 @@ class Learner:
         sandbox, where the worker cannot reach them."""
         from attn_drill.engine import processes
 
-        pids = processes.tree(config().worker_pid)
+        pids = processes.below(config().worker_pid)
         processes.reset_peaks(pids)
         before = processes.peak_bytes(pids)
         result = run()
-        return result, max(0, processes.peak_bytes(processes.tree(config().worker_pid) or pids) - before)
+        return result, max(0, processes.peak_bytes(processes.below(config().worker_pid) or pids) - before)
 
 
 def _judge_id(tensor: torch.Tensor) -> int:
@@ -309,12 +308,8 @@ def _import_learner() -> Learner:
         pytest.skip("your file did not import (see the first check)")
     remote = cfg.remote
     try:
-        try:
-            remote.ready(cfg.startup_s)
-            remote.request("settings", settings=cfg.worker_settings)
-        except WorkerProblem as problem:
-            raise CheckFailure(f"the worker process did not start: {problem}", None, "starting") from problem
         learner = Learner(remote, {})
+        learner._ask("the start of the worker", "settings", settings=cfg.worker_settings)
         names = learner._ask("the import of your file", "import")
         if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
             fail("the import of your file: your code interfered with the grader (a malformed answer).")

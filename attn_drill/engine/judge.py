@@ -93,9 +93,50 @@ def _explain(exc: BaseException) -> dict:
 
 
 def main() -> None:
-    settings = json.loads(sys.stdin.readline())
-    sys.stdin.close()
-    reporter = Reporter(settings["results_fd"])
+    """``python -m attn_drill.engine.judge CONTROL_FD``: the template. It imports torch, pytest
+    and the harness once, then forks a fresh child for each grading the supervisor asks for:
+    every grading runs pytest once, in a process of its own."""
+    import socket
+
+    control = socket.socket(fileno=int(sys.argv[1]))
+    sys.stdin = open(os.devnull)
+    import torch  # noqa: F401  (imported once, for every grading)
+
+    from attn_drill.checks import harness, properties  # noqa: F401
+
+    control.send(b'{"ready": true}')
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 16, 4)
+        except OSError:
+            os._exit(0)
+        if not message or len(fds) != 4:
+            os._exit(0)
+        child = os.fork()
+        if child == 0:
+            control.close()
+            _grade(json.loads(message), *fds)
+        for fd in fds:
+            os.close(fd)
+        _, status = os.waitpid(child, 0)
+        control.send(json.dumps({"done": status}).encode())
+
+
+def _grade(settings: dict, results_fd: int, requests_fd: int, replies_fd: int, output_fd: int) -> None:
+    """One grading, in a forked child of the template."""
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    reporter = Reporter(results_fd)
+    code = 3
+    try:
+        code = _run_checks(settings, reporter, requests_fd, replies_fd)
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd: int) -> int:
+    import tempfile
 
     import torch
 
@@ -105,44 +146,43 @@ def main() -> None:
     wanted = settings["device"]
     if wanted == "cuda" and not torch.cuda.is_available():
         reporter.send("error", kind="no_cuda")
-        os._exit(3)
+        return 3
     device = torch.device("cuda" if wanted in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(1)  # the checks' tensors are tiny: more threads only contend for the cores
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 tolerances assume full precision
     torch.backends.cudnn.allow_tf32 = False
 
-    settings["worker"]["device"] = device.type
-    remote = Remote(settings["requests_fd"], settings["replies_fd"], settings["budget_s"], device)
+    learner_file = Path(settings["learner_file"])
+    worker_settings = {**settings["worker"], "device": device.type, "learner_name": settings["learner_name"],
+                       "source": learner_file.read_text(encoding="utf-8")}
     harness.CONFIG = harness.Config(
         exercise=settings["exercise"],
-        learner_file=Path(settings["learner_file"]),
+        learner_file=learner_file,
         learner_name=settings["learner_name"],
         reference_file=Path(settings["reference_file"]),
         defines=tuple(settings["defines"]),
         forbidden=tuple(settings["forbidden"]),
-        worker_settings=settings["worker"],
+        worker_settings=worker_settings,
         worker_pid=settings["worker_pid"],
-        startup_s=settings["startup_s"],
         device=device,
-        remote=remote,
+        remote=Remote(requests_fd, replies_fd, settings["budget_s"], device),
     )
     reporter.send("ready", device=device.type)
 
-    workdir = Path.cwd()  # a private temporary folder the supervisor made and removes
-    ini = workdir / "pytest.ini"
-    ini.write_text("[pytest]\n")
-    code = pytest.main(
-        [
-            settings["checks_file"], "-c", str(ini), "--rootdir", str(workdir),
-            "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
-            "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
-            "-p", "no:terminal", "-p", "no:warnings", "-s",
-        ],
-        plugins=[Collector(reporter), harness],
-    )
+    with tempfile.TemporaryDirectory(prefix="attn-drill-judge-") as workdir:
+        ini = Path(workdir) / "pytest.ini"
+        ini.write_text("[pytest]\n")
+        code = pytest.main(
+            [
+                settings["checks_file"], "-c", str(ini), "--rootdir", workdir,
+                "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
+                "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
+                "-p", "no:terminal", "-p", "no:warnings", "-s",
+            ],
+            plugins=[Collector(reporter), harness],
+        )
     reporter.send("done", exit=int(code))
-    sys.stdout.flush()
-    os._exit(int(code))
+    return int(code)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ def tree(root: int) -> list[int]:
     return found
 
 
+def below(root: int) -> list[int]:
+    """Every process below ``root``, not ``root`` itself (a template's gradings)."""
+    return tree(root)[1:]
+
+
 def _status(pid: int, field: str) -> int:
     try:
         for line in (PROC / str(pid) / "status").read_text().splitlines():

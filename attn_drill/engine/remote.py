@@ -75,18 +75,6 @@ class Remote:
         self.device = device
         self.broken: WorkerProblem | None = None
 
-    def ready(self, timeout_s: float) -> dict:
-        """Wait for the worker's first message (it imports torch meanwhile)."""
-        try:
-            body, _ = wire.read_frame(self.receive_fd, time.monotonic() + timeout_s, max_blob=0)
-        except wire.PeerClosed:
-            raise self._break(WorkerLost("the worker ended before it was ready")) from None
-        except wire.WireError as exc:
-            raise self._break(Interference(f"the worker's first message was wrong ({exc})")) from None
-        if body.get("ready") is not True:
-            raise self._break(Interference("the worker's first message was wrong"))
-        return body
-
     def request(self, op: str, **fields) -> Any:
         """Send one request; return the decoded value or raise LearnerError / WorkerProblem."""
         if self.broken is not None:

@@ -39,27 +39,140 @@ class Unencodable(Exception):
 
 
 def main() -> None:
-    requests, replies = int(sys.argv[1]), int(sys.argv[2])
-    for fd in (requests, replies):
-        os.set_inheritable(fd, False)  # processes the learner starts do not get them
+    """``worker.py CONTROL_FD``: the template. It imports torch once, then, for each grading
+    the supervisor asks for, forks a fresh child that runs the learner's code: no learner code
+    ever runs in the template, nor in a process that graded something before."""
+    import socket
+
+    control = socket.socket(fileno=int(sys.argv[1]))
     sys.stdin = open(os.devnull)
     import torch
 
     torch.set_num_threads(1)  # the checks' tensors are tiny: more threads only contend
-    worker = Worker(torch)
-    wire.write_all(replies, wire.frame({"ready": True, "cuda": torch.cuda.is_available()}))
+    _prctl(PR_SET_DUMPABLE, 0)      # the learner's processes cannot ptrace or write this one
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever they start, even detached, stays below it
+    control.send(b'{"ready": true}')
     while True:
         try:
-            body, blob = wire.read_frame(requests)
-        except wire.PeerClosed:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
+        except OSError:
             os._exit(0)
-        body, blob = worker.handle(body, blob)
-        wire.write_all(replies, wire.frame(body, blob))
+        if not message or len(fds) != 3:
+            os._exit(0)
+        limits = _json(message)
+        child = os.fork()
+        if child == 0:
+            control.close()
+            _grading_child(torch, *fds, limits)
+        for fd in fds:
+            os.close(fd)
+        _, status = os.waitpid(child, 0)
+        _reap_everything()
+        _empty(os.getcwd())  # the scratch folder (in the sandbox, all of /tmp) starts empty again
+        control.send(("{\"done\": %d}" % status).encode())
+
+
+def _grading_child(torch, requests: int, replies: int, output: int, limits: dict) -> None:
+    """One grading: the learner's code runs here, then this process ends."""
+    import resource
+
+    os.setsid()
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    for fd in (requests, replies):
+        os.set_inheritable(fd, False)  # processes the learner starts do not get them
+    folder = os.path.join(os.getcwd(), f"grading-{os.getpid()}")
+    os.makedirs(folder)
+    os.chdir(folder)
+    for name, value in limits.items():
+        try:
+            resource.setrlimit(getattr(resource, name), (value, value))
+        except (AttributeError, ValueError, OSError):
+            pass
+    worker = Worker(torch, folder)
+    try:
+        while True:
+            try:
+                body, blob = wire.read_frame(requests)
+            except wire.PeerClosed:
+                break
+            body, blob = worker.handle(body, blob)
+            wire.write_all(replies, wire.frame(body, blob))
+    finally:
+        os._exit(0)  # skip atexit handlers the learner's code may have registered
+
+
+def _reap_everything() -> None:
+    """Kill and reap every process left below the template (the subreaper collects orphans)."""
+    import signal
+    import time
+
+    for _ in range(200):
+        children = _children()
+        if not children:
+            break
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.005)
+
+
+def _empty(folder: str) -> None:
+    import shutil
+
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _children() -> list[int]:
+    found = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as file:
+                found += [int(pid) for pid in file.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def _json(message: bytes) -> dict:
+    import json
+
+    value = json.loads(message)
+    return value if isinstance(value, dict) else {}
 
 
 class Worker:
-    def __init__(self, torch):
+    def __init__(self, torch, folder: str):
         self.torch = torch
+        self.folder = folder              # this grading's private folder (the cwd)
         self.settings: dict = {}
         self.module = None
         self.objects: dict[int, object] = {}     # handles of learner objects
@@ -107,7 +220,10 @@ class Worker:
     def op_import(self, body, decode):
         import importlib.util
 
-        path = self.settings["learner_file"]
+        path = os.path.join(self.folder, os.path.basename(str(self.settings["learner_name"])))
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(str(self.settings["source"]))
+        self.settings["learner_file"] = path
         spec = importlib.util.spec_from_file_location(self.settings.get("module_name", "learner"), path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module

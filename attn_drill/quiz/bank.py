@@ -2,9 +2,10 @@
 dataclasses and checked against the schema of ``docs/question-bank.md`` on load.
 
 Every problem names the file, the question id and the field, and ends in what to do.
-:func:`load_bank` raises the first one as a ContentError; :func:`bank_problems` lists them
-all (for ``attn-drill validate``). :func:`evaluate` is the safe formula evaluator that both
-the schema check and the numeric answers use.
+:func:`load_bank` raises the first one as a ContentError; :func:`review_bank` lists them
+all for ``attn-drill validate``, with the rules on numbers (:func:`number_problems`) and, as
+warnings, the form statistics (:func:`form_report`) and glossary drift. :func:`evaluate` is the
+safe formula evaluator that both the schema check and the numeric answers use.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ TAGS = frozenset("""
     mask-polarity padding-mask causal-mask causal-alignment fully-masked-rows numerical-stability
     leakage kv-cache gqa-mqa flash-attention complexity sliding-window layernorm residual ffn
     dropout fresh-layers backward
+    context-extension mla paged-attention continuous-batching linear-attention attention-sinks
+    sparse-attention document-packing speculative-decoding logit-stability kv-compression
+    normalization flops softmax-alternatives length-scaling
 """.split())
 LANGS = ("en", "zh")
 
@@ -202,6 +206,27 @@ def _eval(node: ast.AST, params: Mapping[str, int | float]) -> int | float:
     what = ast.unparse(node) if hasattr(ast, "unparse") else type(node).__name__
     raise FormulaError(f"'{what}' is not allowed: use numbers, the params, + - * / // ** ( ) "
                        f"and {', '.join(FUNCTIONS)}")
+
+
+RELATIVE_ABOVE = 10_000          # numeric answers above this are graded within a relative tolerance...
+DEFAULT_TOLERANCE = 0.01         # ...of 1% when the question sets 0 and its prompt does not ask for an exact count
+EXACT_WORDS = {"en": re.compile(r"\bexact(?:ly)?\b", re.IGNORECASE), "zh": re.compile("精确")}
+
+
+def says_exact(text: "Text", lang: str = "en") -> bool:
+    """Whether a prompt asks for an exact count ("exact" in English, 精确 in Chinese)."""
+    return bool(EXACT_WORDS[lang].search(text.zh if lang == "zh" else text.en))
+
+
+def numeric_tolerance(question: "Question") -> float:
+    """The relative tolerance a numeric answer is graded with: the question's own, except that
+    an answer above 10,000 with tolerance 0 takes 1% unless the prompt says "exact" (`validate`
+    reports such a question as a problem; a learner is not failed for its slip)."""
+    tolerance = question.tolerance or 0.0
+    if (tolerance == 0 and _is_number(question.answer) and abs(question.answer) > RELATIVE_ABOVE
+            and not says_exact(question.prompt, "en")):
+        return DEFAULT_TOLERANCE
+    return tolerance
 
 
 def close_enough(value: float, expected: float, tolerance: float) -> bool:
@@ -440,21 +465,36 @@ def _check_file(path: Path, problems: _Problems) -> tuple[list[Question], list[t
     return good, census, ids
 
 
+MISTAKES_FORMAT_VERSION = 2
+MISTAKE_FIELDS = ("key", "says", "tags")
+
+
 def _check_mistakes(path: Path, problems: _Problems) -> dict[str, tuple[str, ...]]:
+    """The table of known mistakes (key, says, tags), shared with the hidden checks:
+    returns key -> concept tags."""
     file = path.name
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         problems.add(file, "-", "-", f"cannot be read as TOML ({exc}).")
         return {}
-    if data.get("format_version") != FORMAT_VERSION:
-        problems.add(file, "-", "format_version", f"must be {FORMAT_VERSION}.")
-    table = data.get("mistakes")
-    if not isinstance(table, dict):
-        problems.add(file, "-", "mistakes", 'needs a [mistakes] table: no-scale = ["scale"].')
+    if data.get("format_version") != MISTAKES_FORMAT_VERSION:
+        problems.add(file, "-", "format_version", f"must be {MISTAKES_FORMAT_VERSION}.")
+    entries = data.get("mistakes")
+    if not isinstance(entries, list):
+        problems.add(file, "-", "mistakes", 'needs [[mistakes]] entries: key = "no-scale", says = "...", tags = ["scale"].')
         return {}
     mapping = {}
-    for key, tags in table.items():
+    for entry in entries:
+        key = entry.get("key", "?") if isinstance(entry, dict) else "?"
+        if not isinstance(entry, dict) or sorted(entry) != sorted(MISTAKE_FIELDS):
+            problems.add(file, str(key), "-", f"each [[mistakes]] entry has exactly the fields {', '.join(MISTAKE_FIELDS)}.")
+            continue
+        if key in mapping:
+            problems.add(file, key, "key", "appears twice; keys are unique.")
+        if not isinstance(entry["says"], str) or not entry["says"].strip():
+            problems.add(file, key, "says", "must complete the sentence 'Your output equals ...'.")
+        tags = entry["tags"]
         if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
             problems.add(file, key, "tags", "must be a non-empty list of concept tags.")
             continue
@@ -512,7 +552,7 @@ def load_bank(directory: Path = QUESTIONS_DIR) -> Bank:
     return _load(directory, _fingerprint(directory))
 
 
-MISTAKE_PATTERN = re.compile(r'Mistake\(\s*"([a-z0-9-]+)"')
+MISTAKE_PATTERN = re.compile(r'\bmistake\(\s*"([a-z0-9-]+)"')  # how a check names a mistake
 
 
 def mistake_keys(checks_dir: Path = content.CHECKS_DIR) -> dict[str, str]:
@@ -525,6 +565,135 @@ def mistake_keys(checks_dir: Path = content.CHECKS_DIR) -> dict[str, str]:
     return keys
 
 
+# ---------------------------------------------------------------------------------------
+# Numbers and units, and the form of the bank as a whole (docs/question-bank.md)
+
+BYTES_MENTION = {   # a text that talks about bytes...
+    "en": re.compile(r"\bbytes?\b|(?<![A-Za-z])[KMGT]i?B(?![A-Za-z])"),
+    "zh": re.compile(r"字节|(?<![A-Za-z])[KMGT]i?B(?![A-Za-z])"),
+}
+BYTES_BASE = re.compile(  # ...says whether K/M/G are powers of 1000 or 1024
+    r"(?<![\d,.])1,?0(?:00|24)(?![\d,])|10\^(?:3|6|9|12)\b|2\^(?:10|20|30|40)\b|(?<![A-Za-z])[KMGT]iB(?![A-Za-z])")
+
+
+def number_problems(question: Question) -> list[str]:
+    """The rules on numbers of docs/question-bank.md, for one numeric question: an answer above
+    10,000 with tolerance 0 is asked for as an exact count (en "exact", zh 精确), and a prompt
+    about bytes says whether K/M/G are powers of 1000 or 1024 (by saying 1000 or 1024, 10^9 or
+    2^30, or by using KiB/MiB/GiB/TiB), in both languages."""
+    if question.kind != "numeric":
+        return []
+    where = f"{question.source}: {question.id}: field"
+    found = []
+    if not question.tolerance and _is_number(question.answer) and abs(question.answer) > RELATIVE_ABOVE:
+        for lang, word in (("en", "exact"), ("zh", "精确")):
+            if not says_exact(question.prompt, lang):
+                found.append(f"{where} 'prompt.{lang}': the answer {question.answer:,} is above {RELATIVE_ABOVE:,} "
+                             f"and tolerance is 0, but the prompt does not ask for an exact count. Say \"{word}\" "
+                             "in the prompt, or set tolerance = 0.01.")
+    for lang in LANGS:
+        text = " ".join(t.zh if lang == "zh" else t.en for t in (question.prompt, question.unit) if t is not None)
+        if BYTES_MENTION[lang].search(text) and not BYTES_BASE.search(text):
+            found.append(f"{where} 'prompt.{lang}': it is about bytes but does not say whether K/M/G are powers "
+                         "of 1000 or 1024. Use KiB/MiB/GiB, or say \"1 GB = 10^9 bytes\" / \"1 KB = 1000 bytes\".")
+    return found
+
+
+LONGEST_KEY_MAX = 0.40     # the key is the strictly longest choice in at most 40% of single-answer questions
+BOOL_TRUE_RANGE = (0.35, 0.65)
+POSITIONS = "abcdef"
+
+
+def _single_answer(question: Question) -> bool:
+    return question.answer_kind == "single" and bool(question.choices) and isinstance(question.answer, str)
+
+
+def _key_is_longest(question: Question) -> bool:
+    key = ord(question.answer) - 97
+    lengths = [len(c.en) for c in question.choices]
+    return all(lengths[key] > n for i, n in enumerate(lengths) if i != key)
+
+
+def form_report(questions) -> tuple[dict, list[str]]:
+    """The form statistics of a bank, so that no one scores by the form of a question:
+
+    - ``longest_key_share``: among single-answer questions (kind single, and code questions with
+      select single), the share whose key is the strictly longest choice (English text, in
+      characters); at most 40%. ``longest_key_ids`` lists them.
+    - ``key_positions``: how many single-answer keys sit at each letter a..f; every letter that
+      some question offers holds at least one key.
+    - ``bool_true_share``: the share of bool questions whose answer is true; 35% to 65%.
+    - ``multi_key_counts``: multi-answer questions by their number of keys; not all the same.
+
+    Returns the statistics (``validate --json``: ``questions.form``) and a warning for each one
+    out of range (warnings do not fail `validate`)."""
+    questions = list(questions)
+    singles = [q for q in questions if _single_answer(q)]
+    longest = [q.id for q in singles if _key_is_longest(q)]
+    positions = Counter(q.answer for q in singles)
+    bools = [q for q in questions if q.kind == "bool" and isinstance(q.answer, bool)]
+    multis = [q for q in questions if q.answer_kind == "multi" and isinstance(q.answer, tuple)]
+    key_counts = Counter(len(q.answer) for q in multis)
+    form = {
+        "single_answer": len(singles),
+        "longest_key": len(longest),
+        "longest_key_share": round(len(longest) / len(singles), 4) if singles else 0.0,
+        "longest_key_ids": longest,
+        "key_positions": {letter: positions.get(letter, 0) for letter in POSITIONS},
+        "bool": len(bools),
+        "bool_true": sum(q.answer for q in bools),
+        "bool_true_share": round(sum(q.answer for q in bools) / len(bools), 4) if bools else 0.0,
+        "multi": len(multis),
+        "multi_key_counts": {str(n): key_counts[n] for n in sorted(key_counts)},
+    }
+    warnings = []
+    if singles and form["longest_key_share"] > LONGEST_KEY_MAX:
+        warnings.append(f"form: the key is the longest choice in {form['longest_key_share']:.0%} of single-answer "
+                        f"questions ({len(longest)}/{len(singles)}); keep it at most {LONGEST_KEY_MAX:.0%}. Make "
+                        "distractors as specific as the key, or the key shorter (the ids: questions.form."
+                        "longest_key_ids in `validate --json`).")
+    offered = POSITIONS[:max((len(q.choices) for q in singles), default=0)]
+    unused = [letter for letter in offered if not positions.get(letter)]
+    if unused:
+        counts = ", ".join(f"{letter} {positions.get(letter, 0)}" for letter in offered)
+        warnings.append(f"form: no single-answer key sits at {', '.join(unused)} ({counts}). Move some keys there.")
+    low, high = BOOL_TRUE_RANGE
+    if bools and not low <= form["bool_true_share"] <= high:
+        warnings.append(f"form: {form['bool_true_share']:.0%} of true/false answers are true ({form['bool_true']}/"
+                        f"{len(bools)}); keep it between {low:.0%} and {high:.0%}.")
+    if len(multis) >= 2 and len(key_counts) == 1:
+        only = next(iter(key_counts))
+        warnings.append(f"form: every multiple-answer question has {only} keys ({len(multis)} questions); vary how "
+                        "many keys they have.")
+    return form, warnings
+
+
+def glossary_warnings(questions, limit: int = 5) -> list[str]:
+    """One warning per forbidden variant of docs/glossary.md found in the Chinese texts."""
+    from attn_drill.quiz.glossary import drift
+
+    by_rule: dict = {}
+    for found in drift(questions):
+        by_rule.setdefault(found.rule, []).append(found)
+    warnings = []
+    for rule, hits in by_rule.items():
+        ids = list(dict.fromkeys(h.where.split()[0] for h in hits))
+        shown = ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+        warnings.append(f"glossary: {rule.forbidden} appears {len(hits)} time{'s' if len(hits) > 1 else ''} in Chinese text "
+                        f"({shown}); write "
+                        f"{rule.use} (docs/glossary.md).")
+    return warnings
+
+
+@dataclass(frozen=True)
+class BankReview:
+    """What `attn-drill validate` says about a question bank."""
+
+    summary: dict            # the ``questions`` part of ``validate --json``
+    problems: list[str]      # each one fails `validate`
+    warnings: list[str]      # reported, not failing: the form statistics and the glossary
+
+
 def bank_problems(directory: Path = QUESTIONS_DIR, *, expected_topics: tuple[str, ...] = TOPICS,
                   checks_dir: Path | None = content.CHECKS_DIR) -> list[str]:
     """Every problem in the bank, for `attn-drill validate` (empty when all is well)."""
@@ -533,9 +702,18 @@ def bank_problems(directory: Path = QUESTIONS_DIR, *, expected_topics: tuple[str
 
 def bank_report(directory: Path = QUESTIONS_DIR, *, expected_topics: tuple[str, ...] = TOPICS,
                 checks_dir: Path | None = content.CHECKS_DIR) -> tuple[dict, list[str]]:
-    """The `questions` part of ``validate --json`` and the list of problems: the schema, the
-    documented topics all present, and every mistake the hidden checks name mapped to tags
-    that some question carries."""
+    """The `questions` part of ``validate --json`` and the list of problems (see review_bank)."""
+    review = review_bank(directory, expected_topics=expected_topics, checks_dir=checks_dir)
+    return review.summary, review.problems
+
+
+def review_bank(directory: Path = QUESTIONS_DIR, *, expected_topics: tuple[str, ...] = TOPICS,
+                checks_dir: Path | None = content.CHECKS_DIR) -> BankReview:
+    """Everything `validate` says about the bank. Problems: the schema, the documented topics
+    all present, every mistake the hidden checks name mapped to tags that some question
+    carries, and the rules on numbers (number_problems). Warnings: the form statistics out of
+    range (form_report) and glossary drift in the Chinese text (glossary_warnings). The
+    summary holds the counts and, under "form", the form statistics."""
     directory = Path(directory)
     found = scan(directory)
     problems = list(found.problems)
@@ -554,10 +732,14 @@ def bank_report(directory: Path = QUESTIONS_DIR, *, expected_topics: tuple[str, 
             if found.questions and tag not in tagged:
                 problems.append(f"{MISTAKES_FILE}: {key}: field 'tags': no question is tagged {tag!r}, so this "
                                 "mistake brings nothing back. Tag a question with it or map another tag.")
+    for question in found.questions:
+        problems += number_problems(question)
+    form, warnings = form_report(found.questions)
     summary = {
         "total": len(found.entries),
         "by_topic": dict(sorted(Counter(topic for topic, _, _ in found.entries).items())),
         "by_kind": dict(sorted(Counter(kind for _, kind, _ in found.entries).items())),
         "zh_missing": sum(not zh_ok for _, _, zh_ok in found.entries),
+        "form": form,
     }
-    return summary, problems
+    return BankReview(summary, problems, warnings + glossary_warnings(found.questions))
