@@ -97,20 +97,22 @@ def test_choice_answers_are_among_the_choices(raw):
     assert all(choice["en"].strip() and choice["zh"].strip() for choice in raw["choices"])
 
 
-def test_every_mistake_the_checks_name_is_mapped_to_tags_with_questions():
+def test_every_mistake_the_checks_name_is_in_the_table_with_questions():
     keys = mistake_keys(CHECKS_DIR)
     assert len(keys) >= 20
-    grep = set(re.findall(r'Mistake\("([a-z0-9-]+)"', "".join(p.read_text() for p in CHECKS_DIR.glob("*.py"))))
-    assert grep <= set(keys)   # the brief's grep finds no key the scan misses
-    mapping = tomllib.loads((QUESTIONS_DIR / MISTAKES_FILE).read_text(encoding="utf-8"))["mistakes"]
-    assert sorted(set(keys) - set(mapping)) == []
-    tagged = {tag for _, raw in RAW for tag in raw["tags"]}
-    for key, tags in mapping.items():
-        assert tags and set(tags) <= TAGS, key
-        assert set(tags) <= tagged, f"{key}: no question carries {set(tags) - tagged}"
-    assert mapping["no-scale"] == ["scale"] and mapping["softmax-dim"] == ["softmax-dim"]
-    assert mapping["mask-inverted"] == ["mask-polarity"] and mapping["heads-split-without-transpose"] == ["head-split"]
-    assert set(mapping["causal-top-left"]) == {"causal-alignment", "kv-cache"}
+    grep = set(re.findall(r'mistake\("([a-z0-9-]+)"', "".join(p.read_text() for p in CHECKS_DIR.glob("*.py"))))
+    assert grep <= set(keys)   # a plain grep finds no key the scan misses
+    table = {entry["key"]: entry for entry in
+             tomllib.loads((QUESTIONS_DIR / MISTAKES_FILE).read_text(encoding="utf-8"))["mistakes"]}
+    assert sorted(set(keys) - set(table)) == []
+    for key, entry in table.items():
+        assert entry["tags"] and set(entry["tags"]) <= TAGS, key
+        assert entry["says"].strip(), key
+        carrying = [raw["id"] for _, raw in RAW if set(entry["tags"]) & set(raw["tags"])]
+        assert len(carrying) >= 2, f"{key}: fewer than two questions carry {entry['tags']}"
+    assert table["no-scale"]["tags"] == ["scale"] and table["softmax-dim"]["tags"] == ["softmax-dim"]
+    assert table["mask-inverted"]["tags"] == ["mask-polarity"]
+    assert set(table["causal-top-left"]["tags"]) == {"causal-alignment", "kv-cache"}
 
 
 def test_validate_fills_the_questions_part():
@@ -315,13 +317,18 @@ def test_an_unreadable_file_is_a_problem_not_a_crash(tmp_path):
 
 def test_mistake_file_and_unmapped_keys(tmp_path):
     folder = bank_dir(tmp_path)
-    (folder / MISTAKES_FILE).write_text('format_version = 1\n[mistakes]\nno-scale = ["scale"]\nbad = ["nope"]\n')
+    (folder / MISTAKES_FILE).write_text(
+        'format_version = 2\n'
+        '[[mistakes]]\nkey = "no-scale"\nsays = "attention without the scale"\ntags = ["scale"]\n'
+        '[[mistakes]]\nkey = "bad"\nsays = "x"\ntags = ["nope"]\n'
+        '[[mistakes]]\nkey = "short"\ntags = ["scale"]\n')
     checks = tmp_path / "checks"
     checks.mkdir()
-    (checks / "ex01_x.py").write_text('A = Mistake("no-scale", "x")\nB = Mistake(\n    "other-key", "y")\n')
+    (checks / "ex01_x.py").write_text('A = mistake("no-scale")\nB = mistake(\n    "other-key")\n')
     assert mistake_keys(checks) == {"no-scale": "ex01_x.py", "other-key": "ex01_x.py"}
     problems = bank_problems(folder, expected_topics=(), checks_dir=checks)
     assert any("mistakes.toml: bad: field 'tags'" in p for p in problems)
+    assert any("mistakes.toml: short" in p and "exactly the fields" in p for p in problems)
     assert any("mistakes.toml: other-key: field 'mistakes'" in p and "ex01_x.py" in p for p in problems)
     assert any("no-scale" in p and "no question is tagged 'scale'" in p for p in problems)
     assert scan(folder).mistakes["no-scale"] == ("scale",)

@@ -316,6 +316,7 @@ def test_a_graded_mistake_makes_its_concept_due(tmp_path):
 import click
 from click.testing import CliRunner
 
+from attn_drill import cli as cli_module
 from attn_drill.cli import main
 from attn_drill.quiz import engine as quiz_engine, scheduling, stats as quiz_stats
 from attn_drill.quiz.bank import Bank, Question, Text
@@ -345,6 +346,7 @@ def drill(monkeypatch):
     monkeypatch.setattr(quiz_engine, "load_bank", lambda *a, **k: SMALL_BANK)
     monkeypatch.setattr(quiz_stats, "load_bank", lambda *a, **k: SMALL_BANK)
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(cli_module.out, "width", 200)  # the console may predate COLUMNS in this process
 
     @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                      "help_option_names": []})
