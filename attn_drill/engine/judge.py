@@ -43,6 +43,10 @@ class Collector:
         if report.failed:
             self.reporter.send("internal", message=str(report.longrepr)[-3000:])
 
+    def pytest_collection_modifyitems(self, items):
+        for item in items:  # the failure's message is ours: skip pytest's costly traceback rendering
+            item.repr_failure = lambda excinfo, style=None: str(excinfo.value)
+
     def pytest_collection_finish(self, session):
         checks = [{"id": item.nodeid, "name": _title(item)} for item in session.items]
         self.reporter.send("collected", checks=checks)
@@ -104,6 +108,7 @@ def main() -> None:
 
     from attn_drill.checks import harness, properties  # noqa: F401
 
+    _warm_up(torch)
     control.send(b'{"ready": true}')
     while True:
         try:
@@ -120,6 +125,17 @@ def main() -> None:
             os.close(fd)
         _, status = os.waitpid(child, 0)
         control.send(json.dumps({"done": status}).encode())
+
+
+def _warm_up(torch) -> None:
+    """Pay torch's lazy first-use imports once, in the template (autograd's first backward pass
+    alone takes seconds), not in every grading."""
+    from safetensors.torch import load, save
+
+    x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.softmax(x @ x.transpose(-2, -1), dim=-1)
+    torch.autograd.grad(y, [x], torch.ones_like(y))
+    load(save({"t": y.detach()}))
 
 
 def _grade(settings: dict, results_fd: int, requests_fd: int, replies_fd: int, output_fd: int) -> None:
@@ -177,7 +193,8 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
                 settings["checks_file"], "-c", str(ini), "--rootdir", workdir,
                 "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
                 "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
-                "-p", "no:terminal", "-p", "no:warnings", "-s",
+                "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging", "-p", "no:unraisableexception",
+                "-p", "no:threadexception", "-s",
             ],
             plugins=[Collector(reporter), harness],
         )
