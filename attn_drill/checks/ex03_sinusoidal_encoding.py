@@ -4,207 +4,118 @@ import math
 
 import torch
 
-from attn_drill.checks.harness import (
-    CheckFailure, Mistake, check, compare, expect_tensor, fail, fail_naming, matches, require_defined,
-)
+from attn_drill.checks.harness import check, compare, expect_tensor, fail, fail_naming, mistake
+from attn_drill.checks.properties import check_defines, check_static_scan, device_honoured  # noqa: F401
 
 FN = "sinusoidal_positional_encoding"
-
 # (num_positions, d_model): one position, the smallest width, odd pair counts (6, 10), a long one.
 SIZES = [(1, 2), (7, 4), (33, 6), (12, 10), (50, 16)]
-
-SIN_COS_SWAPPED = Mistake(
-    "sinusoid-sin-cos-swapped",
-    "the encoding with sin and cos swapped; the statement puts sin in the even columns 2i and cos in the odd ones")
-EXPONENT_I = Mistake(
-    "sinusoid-exponent-i-over-d",
-    "the encoding with frequencies 1/base**(i/d_model): the exponent is 2i/d_model, where i counts the pairs")
-COS_OWN_EXPONENT = Mistake(
-    "sinusoid-cos-own-exponent",
-    "the encoding whose cos columns use the exponent (2i+1)/d_model: both columns of pair i share 1/base**(2i/d_model)")
-HALVES_CONCATENATED = Mistake(
-    "sinusoid-halves-concatenated",
-    "the encoding laid out as [sin ..., cos ...] halves; the statement interleaves them (column 2i sin, 2i+1 cos)")
-POSITIONS_FROM_1 = Mistake(
-    "sinusoid-positions-from-1", "the encoding with positions counted from 1; the first row is position p = 0")
-BASE_IGNORED = Mistake(
-    "sinusoid-base-ignored", "the encoding with base 10000: the base argument was ignored")
+VARIANTS = [("sinusoid-sin-cos-swapped", {"swap": True}), ("sinusoid-exponent-i-over-d", {"exponent": "i"}),
+            ("sinusoid-cos-own-exponent", {"exponent": "own"}), ("sinusoid-halves-concatenated", {"halves": True}),
+            ("sinusoid-positions-from-1", {"start": 1}), ("sinusoid-base-ignored", {"base": 10000.0})]
 
 
-def formula(num_positions, d_model, base=10000.0, *, swap=False, exponent="2i", layout="interleaved", start=0):
-    """PE from the statement's formula, element by element in float64 (Python floats), with
-    switches that reproduce the classic mistakes. Independent of any reference code."""
-    pe = torch.zeros(num_positions, d_model, dtype=torch.float64)
+def formula(P, d_model, base=10000.0, *, dtype=torch.float64, device=None, swap=False, exponent="2i", halves=False,
+            start=0):
+    """PE by the statement's formula, element by element in Python floats (independent of any
+    reference code), with switches that reproduce the classic mistakes."""
+    pe = torch.zeros(P, d_model, dtype=torch.float64)  # (P, d_model)
     half = d_model // 2
-    for p in range(num_positions):
-        position = p + start
+    for p in range(P):
         for i in range(half):
-            e_sin = {"2i": 2 * i / d_model, "i": i / d_model, "own": 2 * i / d_model}[exponent]
+            e_sin = (i if exponent == "i" else 2 * i) / d_model
             e_cos = (2 * i + 1) / d_model if exponent == "own" else e_sin
-            first, second = math.sin(position / base ** e_sin), math.cos(position / base ** e_cos)
-            if swap:
-                first, second = math.cos(position / base ** e_cos), math.sin(position / base ** e_sin)
-            if layout == "interleaved":
-                pe[p, 2 * i], pe[p, 2 * i + 1] = first, second
-            else:
-                pe[p, i], pe[p, half + i] = first, second
-    return pe
+            pair = math.sin((p + start) / base ** e_sin), math.cos((p + start) / base ** e_cos)
+            first, second = (i, half + i) if halves else (2 * i, 2 * i + 1)
+            pe[p, first], pe[p, second] = pair[::-1] if swap else pair
+    return pe.to(dtype=dtype, device=device)
 
 
-def expected(num_positions, d_model, base=10000.0, *, dtype, device, **switches):
-    return formula(num_positions, d_model, base, **switches).to(dtype=dtype, device=device)
+def mistakes(P, d_model, base=10000.0, **where):
+    return [(mistake(key), lambda s=switches: formula(P, d_model, **{"base": base, **s}, **where))
+            for key, switches in VARIANTS]
 
 
-def mistakes(num_positions, d_model, base=10000.0, *, dtype, device, include_base=False):
-    """Candidate mistakes for these arguments, each in the learner's dtype and on their device.
-    A mistake that gives the right answer on these arguments (exponent i/d with one pair, say)
-    gives None, so it is never named."""
-    correct = expected(num_positions, d_model, base, dtype=dtype, device=device)
-
-    def distinct(wrong):
-        return None if matches(wrong, correct) else wrong
-
-    def make(**switches):
-        return lambda: distinct(expected(num_positions, d_model, base, dtype=dtype, device=device, **switches))
-
-    candidates = [
-        (SIN_COS_SWAPPED, make(swap=True)),
-        (EXPONENT_I, make(exponent="i")),
-        (COS_OWN_EXPONENT, make(exponent="own")),
-        (HALVES_CONCATENATED, make(layout="halves")),
-        (POSITIONS_FROM_1, make(start=1)),
-    ]
-    if include_base:
-        candidates.append(
-            (BASE_IGNORED, lambda: distinct(expected(num_positions, d_model, dtype=dtype, device=device))))
-    return candidates
-
-
-def encoding(learner, num_positions, d_model, **kwargs):
-    return expect_tensor(learner.call(FN, num_positions, d_model, **kwargs), f"{FN}()")
-
-
-def inputs(num_positions, d_model, **kwargs):
-    extra = "".join(f", {name}={value}" for name, value in kwargs.items())
-    return f"{FN}({num_positions}, {d_model}{extra}) (shape ({num_positions}, {d_model}))"
-
-
-@check("your file imports and defines sinusoidal_positional_encoding")
-def check_defines(learner):
-    require_defined(learner)
+def encoding(learner, P, d_model, dtype=torch.float64, device=None, **kwargs):
+    """The learner's PE, its label and the mistakes it could match."""
+    extra = "".join(f", {k}={v}" for k, v in kwargs.items())
+    label = f"{FN}({P}, {d_model}{extra}, dtype={dtype}) (shape ({P}, {d_model}))"
+    pe = expect_tensor(learner.call(FN, P, d_model, dtype=dtype, device=device, **kwargs), f"{FN}()")
+    return pe, label, mistakes(P, d_model, dtype=dtype, device=device, **kwargs)
 
 
 @check("PE matches the formula computed independently in float64 (five sizes, float64 and float32)")
 def check_formula(learner, device):
     for dtype in (torch.float64, torch.float32):
-        for num_positions, d_model in SIZES:
-            got = encoding(learner, num_positions, d_model, dtype=dtype, device=device)
-            compare("PE", got, expected(num_positions, d_model, dtype=dtype, device=device),
-                    inputs=inputs(num_positions, d_model, dtype=dtype, device=device),
-                    mistakes=mistakes(num_positions, d_model, dtype=dtype, device=device))
+        for P, d_model in SIZES:
+            pe, label, candidates = encoding(learner, P, d_model, dtype, device)
+            compare("PE", pe, formula(P, d_model, dtype=dtype, device=device), inputs=label, mistakes=candidates)
 
 
 @check("num_positions = 1 gives the single row [0, 1, 0, 1, ...] of shape (1, d_model)")
 def check_one_position(learner, device):
-    got = encoding(learner, 1, 8, dtype=torch.float64, device=device)
-    want = torch.tensor([[0.0, 1.0] * 4], dtype=torch.float64, device=device)  # (1, 8)
-    compare("PE", got, want, inputs=inputs(1, 8, dtype=torch.float64),
-            mistakes=mistakes(1, 8, dtype=torch.float64, device=device))
+    pe, label, candidates = encoding(learner, 1, 8, device=device)
+    compare("PE", pe, torch.tensor([[0.0, 1.0] * 4], dtype=torch.float64, device=device), inputs=label,
+            mistakes=candidates)
 
 
 @check("a non-default base replaces 10000 (base = 100 and 3.5)")
 def check_base(learner, device):
-    for base, (num_positions, d_model) in ((100.0, (9, 6)), (3.5, (20, 8))):
-        got = encoding(learner, num_positions, d_model, base=base, dtype=torch.float64, device=device)
-        compare("PE", got, expected(num_positions, d_model, base, dtype=torch.float64, device=device),
-                inputs=inputs(num_positions, d_model, base=base, dtype=torch.float64),
-                mistakes=mistakes(num_positions, d_model, base, dtype=torch.float64, device=device,
-                                  include_base=True))
+    for base, (P, d_model) in ((100.0, (9, 6)), (3.5, (20, 8))):
+        pe, label, candidates = encoding(learner, P, d_model, device=device, base=base)
+        compare("PE", pe, formula(P, d_model, base, device=device), inputs=label, mistakes=candidates)
 
 
 @check("dtype and device are honoured (default float32 on the default device, float64 on request)")
 def check_dtype_device(learner, device):
-    default_device = torch.empty(0).device
-    got = encoding(learner, 6, 4)
-    compare("PE with the default dtype", got, expected(6, 4, dtype=torch.float32, device=default_device),
-            inputs=inputs(6, 4) + " (expected float32 on the default device)")
+    compare("PE with the default dtype", expect_tensor(learner.call(FN, 6, 4), f"{FN}()"),
+            formula(6, 4, dtype=torch.float32), inputs=f"{FN}(6, 4) (expected float32 on the default device)")
     for dtype in (torch.float64, torch.float32):
-        got = encoding(learner, 6, 4, dtype=dtype, device=device)
-        compare("PE", got, expected(6, 4, dtype=dtype, device=device), inputs=inputs(6, 4, dtype=dtype, device=device))
-    expect_device_used(learner, device)
+        pe, label, _ = encoding(learner, 6, 4, dtype, device)
+        compare("PE", pe, formula(6, 4, dtype=dtype, device=device), inputs=label)
+    device_honoured(learner, FN, 5, 6, dtype=torch.float64)
 
 
-def expect_device_used(learner, device):
-    """Local helper: the device argument is used, provable without a GPU. While torch's default
-    device is the shape-only "meta" device, a call that passes device=<the checks' device>
-    must still return a tensor there. Code that cannot run under that default (it creates a
-    tensor without device= and then reads it) is let off; the check above covers the rest."""
-    for attempt in (1, 2):
-        try:
-            with torch.device("meta"):
-                got = learner.call(FN, 5, 6, dtype=torch.float64, device=device)
-            break
-        except CheckFailure as failure:
-            # The first operation on "meta" in a process imports torch._dynamo, which rebinds
-            # torch.manual_seed; the guard reports that and puts it back, so one retry is clean.
-            if attempt == 1 and "torch.manual_seed" in failure.message:
-                continue
-            return  # the call could not run under that default; not held against it
-    if isinstance(got, torch.Tensor) and got.device.type != device.type:
-        fail(f"with torch's default device set to 'meta', {inputs(5, 6, dtype=torch.float64, device=device)} "
-             f"returned a tensor on {got.device}, not on {device}: create every tensor with device=device "
-             "(and dtype=dtype) instead of relying on the default device.")
+def shifted_pe(learner, device, P, d_model, base=100.0):
+    pe, label, candidates = encoding(learner, P, d_model, device=device, base=base)
+    if pe.shape != (P, d_model):
+        fail(f"PE has shape {tuple(pe.shape)} for {label}; expected ({P}, {d_model}).")
+    return pe.cpu().double(), label, candidates
 
 
 @check("PE[p + k] = M_k @ PE[p] with one matrix M_k for every p (k = 1, 4, 9): relative positions are linear")
 def check_shift_is_linear(learner, device):
-    num_positions, d_model, base = 40, 8, 100.0
-    pe = encoding(learner, num_positions, d_model, base=base, dtype=torch.float64, device=device)
-    if pe.shape != (num_positions, d_model):
-        fail(f"PE has shape {tuple(pe.shape)} for {inputs(num_positions, d_model, base=base)}; "
-             f"expected ({num_positions}, {d_model}).")
-    pe = pe.detach().cpu().double()
+    pe, label, _ = shifted_pe(learner, device, 40, 8)
     for k in (1, 4, 9):
-        before, after = pe[: num_positions - k], pe[k:]  # (P - k, d_model) each: PE[p], PE[p + k]
+        before, after = pe[:-k], pe[k:]  # (P - k, d_model) each: PE[p], PE[p + k]
         # The best single matrix for every p at once (least squares): after ~= before @ M_k^T.
-        solution = torch.linalg.lstsq(before, after, driver="gelsd").solution  # (d_model, d_model)
-        error = (before @ solution - after).abs()  # (P - k, d_model)
-        worst = error.max().item()
-        if worst > 1e-7:
-            p, column = divmod(int(error.argmax()), d_model)
-            fail(f"for {inputs(num_positions, d_model, base=base, dtype=torch.float64)}, PE[p + {k}] is not one "
-                 f"fixed linear function of PE[p]: the best single matrix M_{k} (least squares over every p) "
-                 f"still misses PE[{p + k}, {column}] by {worst:.3g}. Each column must be sin or cos of "
-                 "p times a fixed frequency, with sin and cos of the same frequency in every pair.")
+        error = (before @ torch.linalg.lstsq(before, after, driver="gelsd").solution - after).abs()  # (P - k, d)
+        if error.max().item() > 1e-7:
+            p, column = divmod(int(error.argmax()), 8)
+            fail(f"for {label}, PE[p + {k}] is not one fixed linear function of PE[p]: the best single matrix "
+                 f"M_{k} (least squares over every p) still misses PE[{p + k}, {column}] by {error.max().item():.3g}. "
+                 "Each column must be sin or cos of p times a fixed frequency, with sin and cos of the same "
+                 "frequency in every pair.")
 
 
 @check("that matrix rotates each pair (2i, 2i+1) by the angle k / base**(2i/d_model), the same for every p")
 def check_shift_is_rotation(learner, device):
-    num_positions, d_model, base = 30, 6, 100.0
-    label = inputs(num_positions, d_model, base=base, dtype=torch.float64)
-    pe = encoding(learner, num_positions, d_model, base=base, dtype=torch.float64, device=device)
-    if pe.shape != (num_positions, d_model):
-        fail(f"PE has shape {tuple(pe.shape)} for {label}; expected ({num_positions}, {d_model}).")
-    candidates = mistakes(num_positions, d_model, base, dtype=torch.float64, device=device, include_base=True)
-    values = pe.detach().cpu().double()
+    pe, label, candidates = shifted_pe(learner, device, 30, 6)
     for k in (1, 5):
-        rotation = torch.zeros(d_model, d_model, dtype=torch.float64)  # M_k, block diagonal
-        for i in range(d_model // 2):
-            angle = k / base ** (2 * i / d_model)
-            c, s = math.cos(angle), math.sin(angle)
+        rotation = torch.zeros(6, 6, dtype=torch.float64)  # (d, d): M_k, block diagonal
+        for i in range(3):
+            c, s = math.cos(k / 100.0 ** (2 * i / 6)), math.sin(k / 100.0 ** (2 * i / 6))
             # sin(a + b) = sin a cos b + cos a sin b;  cos(a + b) = cos a cos b - sin a sin b
-            rotation[2 * i, 2 * i], rotation[2 * i, 2 * i + 1] = c, s
-            rotation[2 * i + 1, 2 * i], rotation[2 * i + 1, 2 * i + 1] = -s, c
-        predicted = values[: num_positions - k] @ rotation.T  # (P - k, d_model): M_k @ PE[p]
-        error = (predicted - values[k:]).abs()
-        worst = error.max().item()
-        if worst > 1e-9:
-            p, column = divmod(int(error.argmax()), d_model)
+            rotation[2 * i: 2 * i + 2, 2 * i: 2 * i + 2] = torch.tensor([[c, s], [-s, c]], dtype=torch.float64)
+        error = (pe[:-k] @ rotation.T - pe[k:]).abs()  # (P - k, d): M_k @ PE[p] - PE[p + k]
+        if error.max().item() > 1e-9:
+            p, column = divmod(int(error.argmax()), 6)
             fail_naming(f"for {label}, M_{k} @ PE[p] (each pair (2i, 2i+1) rotated by k / base**(2i/d_model)) "
-                        f"differs from PE[p + {k}] by {worst:.3g} at p = {p}, column {column}.", pe, candidates)
+                        f"differs from PE[p + {k}] by {error.max().item():.3g} at p = {p}, column {column}.",
+                        pe, candidates)
 
 
 @check("an odd d_model raises ValueError naming d_model")
 def check_odd_width(learner, device):
-    for num_positions, d_model in ((4, 5), (3, 1), (1, 7)):
-        learner.raises(f"d_model = {d_model} (odd)", ("d_model",), FN, num_positions, d_model, device=device)
+    for P, d_model in ((4, 5), (3, 1), (1, 7)):
+        learner.raises(f"d_model = {d_model} (odd)", ("d_model",), FN, P, d_model, device=device)

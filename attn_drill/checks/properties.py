@@ -117,3 +117,162 @@ def dropout_train_only(learner: Learner, what: str, mine: RemoteObject, run_mine
     evaluated = run_mine()
     if torch.allclose(first, evaluated) or torch.allclose(first, second):
         fail(f"with dropout=0.5 in training mode {what} equals eval mode (or repeats itself) for {inputs}: {advice}")
+
+
+# ---------------------------------------------------------------------------------------
+# Added with the ex3, ex4, ex5 and ex7 ports
+
+
+def masked_get_zero(weights: torch.Tensor, mask: torch.Tensor, *, inputs: str, mistakes: MistakeCandidates = ()) -> None:
+    """Every weight where ``mask`` (broadcast to the weights' shape, which the caller has checked)
+    is False is exactly 0."""
+    from attn_drill.checks.harness import fail_naming
+
+    leaked = weights.detach()[~mask.to(weights.device).expand_as(weights)].abs()
+    if leaked.numel() and leaked.max().item() != 0:
+        fail_naming(f"a masked position got weight {leaked.max().item():.3g} for {inputs}: positions where the mask "
+                    "is False must get exactly 0 (True means 'may attend').", weights, mistakes)
+
+
+def device_honoured(learner: Learner, name: str, *args, **kwargs) -> None:
+    """The ``device`` argument of the learner's ``name(*args, **kwargs, device=...)`` is used,
+    provable without a GPU: on a machine without CUDA, device="cuda" must not quietly give a CPU
+    tensor (code that honours it raises there, which is not held against it). Where CUDA is
+    present the checks run there and ``compare`` checks every output's device directly."""
+    from attn_drill.checks.harness import CheckFailure
+
+    if torch.cuda.is_available():
+        return
+    try:
+        got = learner.call(name, *args, **kwargs, device=torch.device("cuda"))
+    except CheckFailure:
+        if learner.remote.broken is not None:
+            raise
+        return
+    if isinstance(got, torch.Tensor):
+        shown = ", ".join([*map(repr, args), *(f"{k}={v}" for k, v in kwargs.items()), "device='cuda'"])
+        fail(f"{name}({shown}) returned a tensor on {got.device} on this machine, which has no GPU: honouring "
+             "device='cuda' would have failed, so the device argument is ignored. Create the result with "
+             "device=device.")
+
+
+class _Forward(RemoteObject):
+    def __str__(self) -> str:
+        return f"{self.type_name}.forward"
+
+
+def forward_raises(learner: Learner, case: str, names: Sequence[str], module: RemoteObject, *args, **kwargs) -> None:
+    """``Learner.raises`` for a learner module's forward: fail unless ``module(*args, **kwargs)``
+    raises ValueError whose message names one of ``names``."""
+    learner.raises(case, names, _Forward(module.remote, module.handle, module.type_name, module.is_module),
+                   *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# Added with the ex6, ex8 and ex9 ports
+
+
+def eval_is_deterministic(learner: Learner, what: str, mine: RemoteObject, run_mine: Callable[[], torch.Tensor], *,
+                          inputs: str) -> None:
+    """In eval mode two passes agree exactly; otherwise dropout is still on (names dropout-in-eval)."""
+    from attn_drill.checks.harness import mistake
+
+    learner.eval(mine)
+    first, second = run_mine(), run_mine()
+    if not torch.equal(first.nan_to_num(0.5), second.nan_to_num(0.5)):
+        known = mistake("dropout-in-eval")
+        fail(f"in eval() mode {what} changed from one call to the next for {inputs}: dropout must be off in eval "
+             f"mode (use nn.Dropout, or F.dropout(..., training=self.training)).\nYour output equals {known.says}.",
+             known.key)
+
+
+# ---------------------------------------------------------------------------------------
+# Causal self-attention of a module with a fused qkv (ex6, ex8), computed in the judge
+
+CAUSAL_BUILTIN = ("; compared with nn.MultiheadAttention given in_proj_weight = qkv.weight, in_proj_bias = qkv.bias, "
+                  "your out_proj, and attn_mask = triu(ones(T, T), 1) (its boolean mask means True = NOT allowed, the "
+                  "opposite of ours)")
+
+
+def fused_causal_attention(module: torch.nn.Module, x: torch.Tensor, num_heads: int, seen: torch.Tensor | None = None,
+                           *, causal: str = "bottom-right", order=(0, 1, 2), split_view: bool = False,
+                           merge_view: bool = False, nan_rows: bool = False, scale: float | None = None,
+                           **switches) -> torch.Tensor:
+    """The causal self-attention of ``module`` (``qkv`` holding q, k, v, then ``out_proj``) for the
+    new tokens ``x`` (B, T, E) after the cached tokens ``seen`` (B, P, E); the keywords reproduce
+    known mistakes. ``causal``: the keys query i sees, "bottom-right" j <= i + P (right), "top-left"
+    j <= i, "strict" j < i + P, "none", "future" j > i + P, "future-and-self" j >= i + P; ``order``:
+    where q, k, v sit in qkv; ``split_view``/``merge_view``: heads without a transpose; ``nan_rows``:
+    a query that sees no key gets NaN (softmax 0 / 0), not 0; ``scale`` and ``switches`` go to
+    ``mistakes.attention``."""
+    import torch.nn.functional as F
+
+    from attn_drill.checks.mistakes import attention
+
+    with torch.no_grad():
+        B, T, E = x.shape
+        H, D = num_heads, E // num_heads
+        context = x if seen is None else torch.cat([seen, x], dim=1)  # (B, S, E)
+        S = context.size(1)
+
+        def heads(t):  # (B, n, E) -> (B, H, n, D)
+            n = t.size(1)
+            return t.reshape(B, H, n, D) if split_view else t.view(B, n, H, D).transpose(1, 2)
+
+        q = heads(F.linear(x, module.qkv.weight, module.qkv.bias).split(E, dim=2)[order[0]])        # (B, H, T, D)
+        k, v = (heads(F.linear(context, module.qkv.weight, module.qkv.bias).split(E, dim=2)[i])
+                for i in order[1:])                                                                 # (B, H, S, D)
+        j, i = torch.arange(S, device=x.device)[None, :], torch.arange(T, device=x.device)[:, None]
+        offset = j - i - (S - T)  # (T, S): 0 on the bottom-right aligned diagonal
+        allowed = {"bottom-right": offset <= 0, "top-left": j <= i, "strict": offset < 0, "none": None,
+                   "future": offset > 0, "future-and-self": offset >= 0}[causal]
+        y = attention(q, k, v, allowed, scale, **switches)[0]                                       # (B, H, T, D)
+        if nan_rows and allowed is not None:
+            y = y.masked_fill(~allowed.any(-1)[:, None], float("nan"))                              # (B, H, T, D)
+        y = y.reshape(B, T, E) if merge_view else y.transpose(1, 2).reshape(B, T, E)                # (B, T, E)
+        return F.linear(y, module.out_proj.weight, module.out_proj.bias)                            # (B, T, E)
+
+
+def causal_builtin(module: torch.nn.Module, num_heads: int, x: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention given ``module``'s qkv and out_proj, under a causal mask: (B, T, E)."""
+    from attn_drill.checks.harness import builtin_multihead
+
+    T = x.size(1)
+    mha = builtin_multihead(num_heads, module.qkv.weight, module.qkv.bias, module.out_proj.weight,
+                            module.out_proj.bias)
+    not_allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)  # (T, T), True = NOT allowed
+    with torch.no_grad():
+        return mha(x, x, x, attn_mask=not_allowed, need_weights=False)[0]  # (B, T, E)
+
+
+def indivisible_heads_raise(learner: Learner, name: str, *args) -> None:
+    """``name(E, H, *args)`` raises ValueError naming embed_dim, and naming num_heads, when H does not divide E."""
+    for E, H in ((10, 4), (6, 4)):
+        for argument in ("embed_dim", "num_heads"):
+            learner.raises(f"embed_dim={E}, num_heads={H}", (argument,), name, E, H, *args)
+
+
+def causal_mistakes(module: torch.nn.Module, x: torch.Tensor, num_heads: int) -> MistakeCandidates:
+    """Known mistakes of causal self-attention with a fused qkv (ex6, ex8) on the input x (B, T, E)."""
+    import itertools
+
+    from attn_drill.checks.harness import mistake
+
+    def variant(**switches):
+        return lambda: fused_causal_attention(module, x, num_heads, **switches)
+
+    candidates = [(mistake("causal-missing"), variant(causal="none")),
+                  (mistake("causal-inverted"), variant(causal="future")),
+                  (mistake("causal-inverted"), variant(causal="future-and-self")),
+                  (mistake("causal-off-by-one"), variant(causal="strict")),
+                  (mistake("no-scale"), variant(scale_kind="none")),
+                  (mistake("softmax-dim"), variant(softmax_dim=-2))]
+    if x.size(1) > 1:  # NaN where a query sees no key (all NaN for T = 1 would match anything)
+        candidates += [(mistake("causal-inverted"), variant(causal="future", nan_rows=True)),
+                       (mistake("causal-off-by-one"), variant(causal="strict", nan_rows=True))]
+    if num_heads > 1:
+        candidates += [(mistake("heads-split-without-transpose"), variant(split_view=True)),
+                       (mistake("heads-merged-without-transpose"), variant(merge_view=True)),
+                       (mistake("scale-by-embed-dim"), variant(scale=x.size(2) ** -0.5))]
+    return candidates + [(mistake("qkv-order"), variant(order=order))
+                         for order in itertools.permutations(range(3)) if order != (0, 1, 2)]
