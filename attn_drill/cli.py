@@ -23,8 +23,8 @@ from attn_drill.store import open_store
 
 app = typer.Typer(
     help="Interview drills on Transformer attention: auto-graded PyTorch exercises and a quiz.",
-    no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    no_args_is_help=False, add_completion=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -37,7 +37,27 @@ class OutputFormat(str, Enum):
     gradescope = "gradescope"
 
 
-ExerciseArg = Annotated[str, typer.Argument(help="Exercise: ex1, ex01, or its name (self_attention).")]
+class Lang(str, Enum):
+    en = "en"
+    zh = "zh"
+
+
+def _exercise_ids(incomplete: str) -> list[str]:
+    """Shell completion for exercise arguments."""
+    from attn_drill.catalog import load_catalog
+
+    return [ex.id for ex in load_catalog() if ex.id.startswith(incomplete)]
+
+
+ExerciseArg = Annotated[str, typer.Argument(help="Exercise: ex1, ex01, or its name (self_attention).",
+                                            autocompletion=_exercise_ids)]
+_settings: dict = {"lang": None}
+
+
+def _lang() -> str:
+    from attn_drill.i18n import default_lang
+
+    return _settings["lang"] or default_lang()
 
 
 def _store():
@@ -47,79 +67,141 @@ def _store():
     return store
 
 
+def _version(value: bool) -> None:
+    if value:
+        from attn_drill import __version__
+
+        print(f"attn-drill {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback(invoke_without_command=True)
-def status(ctx: typer.Context) -> None:
-    """Show progress: exercises passed, the next one, quiz cards due.  Example: attn-drill"""
+def status(
+    ctx: typer.Context,
+    lang: Annotated[Optional[Lang], typer.Option("--lang", help="Language of everything shown: en or zh "
+                                                 "(default: the locale; LANG=zh_CN.UTF-8 gives zh).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Show progress: exercises passed, the next one, quiz cards due.
+
+    \b
+    Example:
+      attn-drill
+      attn-drill --lang zh list"""
+    _settings["lang"] = lang.value if lang else None
     if ctx.invoked_subcommand is not None:
         return
     store = _store()
     following = practice.next_exercise(store)
-    render.status(out, practice.exercise_rows(store), following.id if following else None, store.due_count())
+    render.status(out, practice.exercise_rows(store), following.id if following else None, store.due_count(),
+                  lang=_lang())
 
 
 @app.command()
 def init(folder: Annotated[Path, typer.Argument(help="Folder for the workspace.")] = Path("attn-drill-workspace")) -> None:
-    """Make a practice workspace with every exercise's starter.  Example: attn-drill init ~/drills"""
+    """Make a practice workspace with every exercise's starter.
+
+    \b
+    Example:
+      attn-drill init ~/drills"""
     from attn_drill.workspace import init_workspace
 
-    render.init(out, init_workspace(folder))
+    made = init_workspace(folder)
+    render.init(out, made, practice.next_exercise(_store(), str(made.root)), lang=_lang())
 
 
 @app.command("list")
 def list_exercises() -> None:
-    """List the exercises with their status.  Example: attn-drill list"""
-    render.exercise_table(out, practice.exercise_rows(_store()))
+    """List the exercises with their status in this workspace.
+
+    \b
+    Example:
+      attn-drill list"""
+    render.exercise_table(out, practice.exercise_rows(_store()), lang=_lang())
 
 
 @app.command()
 def show(exercise: ExerciseArg) -> None:
-    """Show an exercise's statement and the file to edit.  Example: attn-drill show ex2"""
-    render.statement(out, practice.statement(exercise))
+    """Show an exercise's statement and the file to edit.
+
+    \b
+    Example:
+      attn-drill show ex2
+      attn-drill --lang zh show ex2"""
+    render.statement(out, practice.statement(exercise, _lang()))
 
 
 @app.command()
 def check(
-    exercise: Annotated[Optional[str], typer.Argument(help="Exercise to grade (default: the next one not passed).")] = None,
+    exercise: Annotated[Optional[str], typer.Argument(help="Exercise to grade (default: the next one not passed, "
+                                                           "or the one --file's name says).",
+                                                      autocompletion=_exercise_ids)] = None,
     file: Annotated[Optional[Path], typer.Option(help="Grade this file instead of the workspace's.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see the CLI contract).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (its shape: docs/json.md).")] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="gradescope: print a Gradescope results.json.")] = OutputFormat.text,
     timeout: Annotated[float, typer.Option(help="Seconds the learner's code may run.")] = DEFAULT_TIMEOUT_S,
     device: Annotated[Device, typer.Option(help="Where to run the checks: cuda when present (auto), cpu or cuda.")] = Device.auto,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show what your code printed.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show what your code printed; with --all, every check.")] = False,
     all_exercises: Annotated[bool, typer.Option("--all", help="Grade every exercise in the workspace.")] = False,
     memory_limit: Annotated[str, typer.Option("--memory-limit", help="Memory your code may use, e.g. 2GiB or 512MiB.")] = DEFAULT_MEMORY,
+    jobs: Annotated[int, typer.Option(help="With --all: gradings at once (default: the number of cores).")] = 0,
 ) -> None:
-    """Grade your solution with the hidden checks.  Example: attn-drill check ex1"""
+    """Grade your solution with the hidden checks.
+
+    \b
+    Example:
+      attn-drill check ex1
+      attn-drill check --file ~/drafts/ex02_multi_head_attention.py --json"""
+    if as_json and output_format is OutputFormat.gradescope:
+        raise DrillError("--json and --format gradescope each print one JSON document: choose one.")
+    lang = _lang()
     if all_exercises:
         if exercise or file:
             raise DrillError("--all grades the whole workspace; leave out EXERCISE and --file.")
-        from attn_drill.catalog import load_catalog
-
-        keys = [ex.id for ex in load_catalog()]
-    elif exercise:
-        keys = [exercise]
+        reports = _check_all(device.value, timeout, memory_limit, jobs)
     else:
-        following = practice.next_exercise(_store())
-        keys = [following.id if following else "ex1"]
-    reports = [practice.grade_exercise(key, file=file, device=device.value, timeout=timeout,
-                                       memory_limit=memory_limit) for key in keys]
+        key = exercise
+        if key is None and file is None:
+            following = practice.next_exercise(_store())
+            key = following.id if following else "ex1"
+        reports = [practice.grade_exercise(key, file=file, device=device.value, timeout=timeout,
+                                           memory_limit=memory_limit)]
+    # The verdict is on screen before progress is saved: a store problem cannot hide it.
     if output_format is OutputFormat.gradescope:
         print(json.dumps(reports[0].to_gradescope() if len(reports) == 1 else _merge_gradescope(reports), indent=2))
     elif as_json:
         payload = reports[0].to_dict() if len(reports) == 1 else {
             "passed": all(r.passed for r in reports), "exercises": [r.to_dict() for r in reports]}
         print(json.dumps(payload, indent=2))
+    elif len(reports) == 1:
+        store = _store()
+        following = practice.next_exercise(store, after=reports[0].exercise) if reports[0].passed else None
+        render.report(out, reports[0], verbose=verbose, following=following, lang=lang)
     else:
-        for result in reports:
-            render.report(out, result, verbose=verbose)
-        if len(reports) > 1:
-            render.reports_summary(out, reports)
-    # The verdict is on screen before progress is saved: a store problem cannot hide it.
+        for result in reports if verbose else ():
+            render.report(out, result, verbose=True, lang=lang)
+        render.reports_summary(out, reports, lang=lang)
     store = _store()
     due = sum(practice.record(store, result) for result in reports)
     if due and not (as_json or output_format is OutputFormat.gradescope):
-        render.questions_due(out, due)
+        render.questions_due(out, due, lang=lang)
     raise typer.Exit(0 if all(r.passed for r in reports) else 1)
+
+
+def _check_all(device: str, timeout: float, memory_limit: str, jobs: int):
+    """Every exercise of the workspace on a pool of warm graders, with a progress bar."""
+    from rich.progress import Progress
+
+    from attn_drill.catalog import load_catalog
+    from attn_drill.grading import Pool, check_options
+
+    check_options(device, timeout, memory_limit, "auto")
+    files = [(ex, practice.learner_file(ex, None)) for ex in load_catalog()]
+    with Progress(console=err, transient=True) as progress, Pool(jobs, device=device) as pool:
+        task = progress.add_task("grading", total=len(files))
+        return pool.grade_all(files, device=device, timeout=timeout, memory_limit=memory_limit,
+                              on_done=lambda i, r: progress.advance(task))
 
 
 def _merge_gradescope(reports) -> dict:
@@ -131,8 +213,12 @@ def _merge_gradescope(reports) -> dict:
 
 @app.command()
 def hint(exercise: ExerciseArg) -> None:
-    """Show the next hint, one more each time.  Example: attn-drill hint ex1"""
-    render.hint(out, practice.hint(_store(), exercise))
+    """Reveal the next hint, and show every hint revealed so far.
+
+    \b
+    Example:
+      attn-drill hint ex1"""
+    render.hint(out, practice.hint(_store(), exercise), lang=_lang())
 
 
 @app.command()
@@ -140,21 +226,35 @@ def solution(
     exercise: ExerciseArg,
     force: Annotated[bool, typer.Option("--force", help="Show it before you have passed.")] = False,
 ) -> None:
-    """Show the reference solution once you have passed.  Example: attn-drill solution ex1"""
+    """Show the reference solution once you have passed.
+
+    \b
+    Example:
+      attn-drill solution ex1"""
     shown, code = practice.solution(_store(), exercise, force=force)
-    render.source(out, f"{shown.id} · reference solution · {shown.file_name}", code)
+    render.source(out, f"{shown.id} · {render.WORDS[_lang()]['solution']} · {shown.file_name}", code)
 
 
 @app.command()
 def reset(exercise: ExerciseArg) -> None:
-    """Put the starter back, keeping a backup of your file.  Example: attn-drill reset ex1"""
-    shown, path, backup = practice.reset(exercise)
-    out.print(f"{shown.id}: {path} is the starter again." + (f" Your file was saved as {backup}." if backup else ""))
+    """Put the starter back, keeping a backup of your file.
+
+    \b
+    Example:
+      attn-drill reset ex1"""
+    shown, path, backup = practice.reset(_store(), exercise)
+    render.reset(out, shown, path, backup, lang=_lang())
 
 
-class Lang(str, Enum):
-    en = "en"
-    zh = "zh"
+@app.command("help")
+def help_command(command: Annotated[Optional[str], typer.Argument(help="The command to explain.")] = None) -> None:
+    """Show the help of attn-drill, or of one command.
+
+    \b
+    Example:
+      attn-drill help check"""
+    raise typer.Exit(app(args=[command, "--help"] if command else ["--help"], prog_name="attn-drill",
+                         standalone_mode=False) or 0)
 
 
 @app.command()
@@ -176,7 +276,7 @@ def quiz(
     from attn_drill.quiz import engine
 
     session = engine.start_quiz(_store(), topics=topic, count=count, review=review, seed=seed,
-                                lang=lang.value if lang else None, leeches=leeches)
+                                lang=lang.value if lang else _settings["lang"], leeches=leeches)
     render.quiz_start(out, session)
     summary = engine.run_quiz(session, render.TerminalQuiz(out, session.lang))
     render.quiz_summary(out, summary, session.lang)

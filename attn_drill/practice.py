@@ -4,6 +4,8 @@ status. Each function takes plain values and returns data for the CLI to render.
 from __future__ import annotations
 
 import ast
+import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,23 +16,53 @@ from attn_drill.store import Store, home
 from attn_drill.workspace import find_workspace, require_workspace, reset_exercise
 
 
+def workspace_key(near: Path | None = None) -> str:
+    """Which workspace progress belongs to: the one at or above ``near`` (default: the current
+    folder), or '' outside any workspace."""
+    workspace = find_workspace(near)
+    return str(workspace.root) if workspace else ""
+
+
 def learner_file(exercise: Exercise, file: Path | None) -> Path:
-    return file if file is not None else require_workspace().file_for(exercise)
+    """The file to grade: ``file``, or the workspace's file for the exercise."""
+    if file is not None:
+        return file
+    path = require_workspace("grade an exercise, or pass --file PATH").file_for(exercise)
+    if not path.exists():
+        raise DrillError(f"{path} is missing. Try `attn-drill reset {exercise.id}` to put the starter back.")
+    return path
 
 
-def grade_exercise(key: str, *, file: Path | None = None, device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S,
-                   memory_limit: str = DEFAULT_MEMORY) -> GradeReport:
-    """Grade one exercise (the workspace's file, or ``file``); nothing is saved yet."""
+FILE_NAME = re.compile(r"ex0*(\d+)_[a-z0-9_]+\.py")
+
+
+def exercise_for_file(path: Path) -> Exercise:
+    """The exercise a file named like ``ex02_multi_head_attention.py`` is for."""
+    match = FILE_NAME.fullmatch(path.name)
+    if match is None:
+        raise DrillError(f"cannot tell which exercise {path.name} is for. Name it: "
+                         f"`attn-drill check ex1 --file {shlex.quote(str(path))}`.")
+    return find_exercise(match.group(1))
+
+
+def grade_exercise(key: str | None, *, file: Path | None = None, device: str = "auto",
+                   timeout: float = DEFAULT_TIMEOUT_S, memory_limit: str = DEFAULT_MEMORY,
+                   engine=None) -> GradeReport:
+    """Grade one exercise (the workspace's file, or ``file``; with ``file`` and no ``key``, the
+    exercise its name says); nothing is saved yet. ``engine`` keeps the grader warm."""
     from attn_drill.grading import grade
 
-    exercise = find_exercise(key)
-    return grade(exercise, learner_file(exercise, file), device=device, timeout=timeout, memory_limit=memory_limit)
+    exercise = find_exercise(key) if key else exercise_for_file(file)
+    path = learner_file(exercise, file)
+    if engine is not None:
+        return engine.grade(exercise, path, device=device, timeout=timeout, memory_limit=memory_limit)
+    return grade(exercise, path, device=device, timeout=timeout, memory_limit=memory_limit)
 
 
 def record(store: Store, report: GradeReport) -> int:
-    """Save a grading's outcome; the quiz questions on each named mistake's concept become due
-    now. Returns how many."""
-    store.record_check(report.exercise, report.passed, report.mistakes)
+    """Save a grading's outcome in the workspace of the graded file; the quiz questions on each
+    named mistake's concept become due now. Returns how many."""
+    store.record_check(report.exercise, report.passed, report.mistakes, workspace_key(Path(report.file).parent))
     if not report.mistakes:
         return 0
     from attn_drill.errors import ContentError
@@ -50,10 +82,14 @@ def check(store: Store, key: str, **options) -> GradeReport:
     return report
 
 
-def next_exercise(store: Store) -> Exercise | None:
-    """The first exercise not passed yet (the one `check` grades when none is named)."""
-    progress = store.progress()
-    for exercise in load_catalog():
+def next_exercise(store: Store, workspace: str | None = None, after: str | None = None) -> Exercise | None:
+    """The first exercise not passed yet in this workspace (the one `check` grades when none is
+    named), or the first after ``after``."""
+    progress = store.progress(workspace_key() if workspace is None else workspace)
+    exercises = load_catalog()
+    if after is not None:
+        exercises = [ex for ex in exercises if ex.number > find_exercise(after).number] or exercises
+    for exercise in exercises:
         if not progress.get(exercise.id) or progress[exercise.id].status != "passed":
             return exercise
     return None
@@ -62,45 +98,66 @@ def next_exercise(store: Store) -> Exercise | None:
 @dataclass(frozen=True)
 class Hint:
     exercise: Exercise
-    number: int      # 1-based
+    shown: tuple[str, ...]    # every hint revealed so far, the newest last
     total: int
-    text: str
+
+    @property
+    def number(self) -> int:
+        return len(self.shown)
 
 
 def hint(store: Store, key: str) -> Hint:
+    """Reveal one more hint (up to the last) and return all revealed so far."""
     exercise = find_exercise(key)
     shown = store.take_hint(exercise.id, len(exercise.hints))
-    return Hint(exercise, shown, len(exercise.hints), exercise.hints[shown - 1])
+    return Hint(exercise, exercise.hints[:shown], len(exercise.hints))
 
 
 def solution(store: Store, key: str, *, force: bool = False) -> tuple[Exercise, str]:
     exercise = find_exercise(key)
-    if not force and not store.exercise_progress(exercise.id).ever_passed:
+    if not force and not store.ever_passed(exercise.id):
         raise DrillError(f"{exercise.id} has not passed yet, so its solution stays hidden. "
                          f"Try `attn-drill hint {exercise.id}`, or `attn-drill solution {exercise.id} --force`.")
     return exercise, exercise.solution_path.read_text(encoding="utf-8")
 
 
-def reset(key: str) -> tuple[Exercise, Path, Path | None]:
-    """Put the starter back; returns the exercise, its file and the backup of the old one."""
+def reset(store: Store, key: str) -> tuple[Exercise, Path, Path | None]:
+    """Put the starter back (the exercise is pending again in this workspace); returns the
+    exercise, its file and the backup of the old one."""
     exercise = find_exercise(key)
-    workspace = require_workspace()
+    workspace = require_workspace(f"put {exercise.id}'s starter back")
     backup = reset_exercise(exercise, workspace, home() / "backups")
+    store.forget_status(exercise.id, str(workspace.root))
     return exercise, workspace.file_for(exercise), backup
 
 
 @dataclass(frozen=True)
 class Statement:
     exercise: Exercise
-    text: str
+    text: str           # Markdown, in the language asked for
     path: Path | None   # the file the learner edits, when a workspace is found
+    lang: str
 
 
-def statement(key: str) -> Statement:
+ZH_MARKER = "中文："
+CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+CJK_LINE_BREAK = re.compile(rf"(?<=[{CJK}])\n(?=[{CJK}])")
+
+
+def statement(key: str, lang: str = "en") -> Statement:
+    """The exercise's statement (its starter's docstring) as Markdown, in ``lang``: the part
+    before the "中文：" line is English, the part after it Chinese; the title line is left out."""
     exercise = find_exercise(key)
     text = ast.get_docstring(ast.parse(exercise.starter_path.read_text(encoding="utf-8"))) or ""
+    english, _, chinese = text.partition(ZH_MARKER)
+    chosen = chinese if lang == "zh" and chinese.strip() else english
+    lines = chosen.strip().splitlines()
+    if lines and lines[0].startswith(exercise.id):
+        lines = lines[1:]   # "ex2 · Multi-head attention": the title is shown above
+    markdown = re.sub(r"``(.+?)``", r"`\1`", "\n".join(lines).strip())
+    markdown = CJK_LINE_BREAK.sub("", markdown)  # a hard-wrapped Chinese line joins without a space
     workspace = find_workspace()
-    return Statement(exercise, text, workspace.file_for(exercise) if workspace else None)
+    return Statement(exercise, markdown, workspace.file_for(exercise) if workspace else None, lang)
 
 
 @dataclass(frozen=True)
@@ -109,6 +166,7 @@ class ExerciseRow:
     status: str
 
 
-def exercise_rows(store: Store) -> list[ExerciseRow]:
-    progress = store.progress()
+def exercise_rows(store: Store, workspace: str | None = None) -> list[ExerciseRow]:
+    """Every exercise with its status in this workspace (default: the current folder's)."""
+    progress = store.progress(workspace_key() if workspace is None else workspace)
     return [ExerciseRow(ex, progress[ex.id].status if ex.id in progress else "pending") for ex in load_catalog()]

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from attn_drill.i18n import topic_name
 
 if TYPE_CHECKING:  # types only: importing them would slow every command's start
     from attn_drill.grading import GradeReport
@@ -17,97 +20,198 @@ if TYPE_CHECKING:  # types only: importing them would slow every command's start
     from attn_drill.workspace import InitResult
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "pending": "dim"}
-DIFFICULTY = {1: "easy", 2: "medium", 3: "hard"}
 
 
-def report(console: Console, result: GradeReport, *, verbose: bool = False) -> None:
-    """One line per check, the failures' messages beneath, then the verdict."""
+# The learner-facing lines of the exercise commands, in both languages (the quiz has its own
+# table below; technical terms follow docs/glossary.md).
+WORDS = {
+    "en": {
+        "all_passed": "All {n} checks passed.", "some_passed": "{passed} of {total} checks passed.",
+        "fix_first": "Fix the first failure, then run the check again; `attn-drill hint {id}` helps.",
+        "next": "Next: {id} {title}: `attn-drill check {id}`.", "all_done": "That was the last exercise: all done!",
+        "same_cause": "(same cause as above)", "printed": "what your code printed",
+        "unsandboxed": "Not sandboxed: bubblewrap cannot run here, so your code ran as you, able to read and "
+                       "write your files. The checks and verdicts still ran in a separate judge process.",
+        "due": "{n} quiz questions on the idea behind your mistake are due now: `attn-drill quiz --review`.",
+        "columns": ("id", "title", "topic", "difficulty", "status"),
+        "levels": {1: "easy", 2: "medium", 3: "hard"},
+        "statuses": {"passed": "passed", "failed": "failed", "pending": "pending"},
+        "exercises": "attn-drill exercises",
+        "edit": "Edit {path}, then run `attn-drill check {id}`.",
+        "no_workspace": "No workspace here: `attn-drill init` makes one with {file} to edit.",
+        "hint": "hint {n} of {total}",
+        "last_hint": "That was the last hint. `attn-drill solution {id} --force` shows the reference.",
+        "more_hints": "`attn-drill hint {id}` shows the next one.",
+        "ready": "Workspace ready in {root}: {n} exercises written", "kept": ", {n} of yours kept as they were",
+        "init_next": "Next: cd {root}, edit exercises/{file}, then `attn-drill check {id}`.",
+        "init_done": "Every exercise here has passed.",
+        "summary": "{passed} of {total} exercises passed.", "details": "Details: `attn-drill check EX` or --verbose.",
+        "status": "attn-drill · exercises passed: {passed}/{total}",
+        "status_next": " · next: {id} (`attn-drill show {id}`)", "status_done": " · all done!",
+        "status_due": "Quiz cards due today: {n} (`attn-drill quiz --review`).",
+        "commands": "Commands: `attn-drill list`, `attn-drill check`, `attn-drill quiz`, `attn-drill --help`.",
+        "reset": "{id}: {path} is the starter again.", "backup": " Your file was saved as {backup}.",
+        "solution": "reference solution",
+    },
+    "zh": {
+        "all_passed": "全部 {n} 项检查通过。", "some_passed": "{total} 项检查中通过 {passed} 项。",
+        "fix_first": "先修正第一个失败，再运行检查；`attn-drill hint {id}` 可以给出提示。",
+        "next": "下一题：{id} {title}：`attn-drill check {id}`。", "all_done": "这是最后一道练习：全部完成！",
+        "same_cause": "（原因同上）", "printed": "你的代码打印的内容",
+        "unsandboxed": "未使用沙箱：这里无法运行 bubblewrap，你的代码以你的身份运行，可以读写你的文件。"
+                       "检查与判定仍在独立的评判进程中进行。",
+        "due": "与你的错误相关的 {n} 道测验题现在到期：`attn-drill quiz --review`。",
+        "columns": ("编号", "标题", "主题", "难度", "状态"),
+        "levels": {1: "简单", 2: "中等", 3: "困难"},
+        "statuses": {"passed": "已通过", "failed": "未通过", "pending": "未开始"},
+        "exercises": "attn-drill 练习",
+        "edit": "编辑 {path}，然后运行 `attn-drill check {id}`。",
+        "no_workspace": "这里没有工作区：`attn-drill init` 会创建一个，其中有要编辑的 {file}。",
+        "hint": "提示 {n} / {total}",
+        "last_hint": "这是最后一条提示。`attn-drill solution {id} --force` 显示参考答案。",
+        "more_hints": "`attn-drill hint {id}` 显示下一条。",
+        "ready": "工作区已就绪：{root}，写入 {n} 道练习", "kept": "，保留了你已有的 {n} 个文件",
+        "init_next": "下一步：cd {root}，编辑 exercises/{file}，然后运行 `attn-drill check {id}`。",
+        "init_done": "这里的每道练习都已通过。",
+        "summary": "{total} 道练习中通过 {passed} 道。", "details": "详情：`attn-drill check EX` 或加 --verbose。",
+        "status": "attn-drill · 已通过练习：{passed}/{total}",
+        "status_next": " · 下一题：{id}（`attn-drill show {id}`）", "status_done": " · 全部完成！",
+        "status_due": "今天到期的测验卡片：{n}（`attn-drill quiz --review`）。",
+        "commands": "命令：`attn-drill list`、`attn-drill check`、`attn-drill quiz`、`attn-drill --help`。",
+        "reset": "{id}：{path} 已恢复为初始代码。", "backup": "你的文件已备份为 {backup}。",
+        "solution": "参考答案",
+    },
+}
+
+
+def _title(exercise, lang: str) -> str:
+    return exercise.title_zh if lang == "zh" else exercise.title
+
+
+def report(console: Console, result: GradeReport, *, verbose: bool = False, following=None,
+           lang: str = "en") -> None:
+    """One line per check, the failures' messages beneath (indented, wrapped), then the verdict
+    and, after a pass, the next exercise and the command for it."""
+    words = WORDS[lang]
     console.print(Text.assemble((result.exercise, "bold"), f" · {Path(result.file).name} · {result.device} · "
                                 f"{result.duration_s:.1f} s"))
     if result.sandbox == "none":
-        console.print(Text(UNSANDBOXED, style="yellow"))
+        console.print(Text(words["unsandboxed"], style="yellow"))
     shown: set[str] = set()
     for check in result.checks:
-        mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-        console.print(f" {mark} {check.name}", highlight=False)
+        console.print(Text.assemble(" ", ("✓", "green") if check.passed else ("✗", "red"), " ", check.name))
         if not check.passed and check.message:
             repeated = check.message in shown
-            console.print(Text("     (same cause as above)" if repeated else _indent(check.message, "     "),
-                               style="dim" if repeated else "yellow"))
+            body = Text(words["same_cause"] if repeated else check.message, style="dim" if repeated else "yellow")
+            console.print(Padding(body, (0, 0, 0, 5)))
             shown.add(check.message)
+    verdict(console, result, following=following, lang=lang)
+    if verbose and result.output.strip():
+        console.print(Panel(Text(result.output), title=words["printed"], expand=False))
+
+
+def verdict(console: Console, result: GradeReport, *, following=None, lang: str = "en") -> None:
+    words = WORDS[lang]
     passed = sum(c.passed for c in result.checks)
     if result.passed:
-        console.print(f"[bold green]All {passed} checks passed.[/] Next: `attn-drill check` grades the next exercise.")
+        after = (words["next"].format(id=following.id, title=_title(following, lang)) if following
+                 else words["all_done"])
+        console.print(Text.assemble((words["all_passed"].format(n=passed), "bold green"), " ", after))
     else:
-        console.print(f"[bold red]{passed} of {len(result.checks)} checks passed.[/] "
-                      f"Fix the first failure, then run the check again; `attn-drill hint {result.exercise}` helps.")
-    if verbose and result.output.strip():
-        console.print(Panel(Text(result.output), title="what your code printed", expand=False))
+        console.print(Text.assemble((words["some_passed"].format(passed=passed, total=len(result.checks)),
+                                     "bold red"), " ", words["fix_first"].format(id=result.exercise)))
 
 
-UNSANDBOXED = ("Not sandboxed: bubblewrap cannot run here, so your code ran as you, able to read and write "
-               "your files. The checks and verdicts still ran in a separate judge process.")
+def questions_due(console: Console, count: int, lang: str = "en") -> None:
+    console.print(Text(WORDS[lang]["due"].format(n=count)))
 
 
-def questions_due(console: Console, count: int) -> None:
-    console.print(f"{count} quiz questions on the idea behind your mistake are due now: `attn-drill quiz --review`.")
-
-
-def reports_summary(console: Console, results: list[GradeReport]) -> None:
-    table = Table(title="attn-drill check --all")
-    for column in ("exercise", "checks passed", "result"):
-        table.add_column(column)
+def reports_summary(console: Console, results: list[GradeReport], lang: str = "en") -> None:
+    """`check --all`: one line per exercise, then the count."""
+    words = WORDS[lang]
     for result in results:
-        table.add_row(result.exercise, f"{sum(c.passed for c in result.checks)}/{len(result.checks)}",
-                      "[green]passed[/]" if result.passed else "[red]failed[/]")
-    console.print(table)
+        passed = sum(c.passed for c in result.checks)
+        first = next((c for c in result.checks if not c.passed), None)
+        line = Text.assemble(" ", ("✓", "green") if result.passed else ("✗", "red"), f" {result.exercise:<5} ",
+                             f"{passed}/{len(result.checks)}")
+        if first is not None:
+            line.append(f"  {first.name}", style="dim")
+        console.print(line, no_wrap=True, overflow="ellipsis")
+    total_passed = sum(r.passed for r in results)
+    console.print(Text.assemble((words["summary"].format(passed=total_passed, total=len(results)), "bold"),
+                                "" if total_passed == len(results) else " " + words["details"]))
 
 
-def exercise_table(console: Console, rows: list[ExerciseRow]) -> None:
-    table = Table(title="attn-drill exercises")
-    for column in ("id", "title", "topic", "difficulty", "status"):
+def exercise_table(console: Console, rows: list[ExerciseRow], lang: str = "en") -> None:
+    words = WORDS[lang]
+    table = Table(title=words["exercises"])
+    for column in words["columns"]:
         table.add_column(column)
     for row in rows:
         ex = row.exercise
-        table.add_row(ex.id, ex.title, ex.topic, DIFFICULTY[ex.difficulty],
-                      f"[{STATUS_STYLE[row.status]}]{row.status}[/]")
+        table.add_row(ex.id, _title(ex, lang), topic_name(ex.topic, lang), words["levels"][ex.difficulty],
+                      Text(words["statuses"][row.status], style=STATUS_STYLE[row.status]))
     console.print(table)
 
 
 def statement(console: Console, shown: Statement) -> None:
-    ex = shown.exercise
-    console.print(Panel(Text(shown.text), title=f"{ex.id} · {ex.title} · {ex.title_zh}", expand=True))
+    """The statement as Markdown (rich reflows the paragraphs to the terminal's width)."""
+    from rich.markdown import Markdown
+
+    ex, words = shown.exercise, WORDS[shown.lang]
+    console.print(Panel(Markdown(shown.text), title=f"{ex.id} · {_title(ex, shown.lang)}", expand=True))
     if shown.path is not None:
-        console.print(f"Edit [bold]{shown.path}[/], then run `attn-drill check {ex.id}`.")
+        console.print(Text(words["edit"].format(path=shown.path, id=ex.id)))
     else:
-        console.print(f"No workspace here: `attn-drill init` makes one with {ex.file_name} to edit.")
+        console.print(Text(words["no_workspace"].format(file=ex.file_name)))
 
 
-def hint(console: Console, shown: Hint) -> None:
-    console.print(Panel(shown.text, title=f"{shown.exercise.id} · hint {shown.number} of {shown.total}", expand=False))
-    if shown.number == shown.total:
-        console.print("That was the last hint. `attn-drill solution --force` shows the reference.")
+def hint(console: Console, shown: Hint, lang: str = "en") -> None:
+    """Every hint revealed so far, the newest last (and brightest)."""
+    words = WORDS[lang]
+    for number, text in enumerate(shown.shown, start=1):
+        newest = number == len(shown.shown)
+        console.print(Panel(Text(text, style="" if newest else "dim"), expand=False,
+                            title=f"{shown.exercise.id} · " + words["hint"].format(n=number, total=shown.total),
+                            border_style="blue" if newest else "dim"))
+    console.print(Text(words["last_hint" if shown.number == shown.total else "more_hints"].format(
+        id=shown.exercise.id)))
 
 
 def source(console: Console, title: str, code: str) -> None:
+    """Code with line numbers; long lines wrap (never cut off), at any width."""
     from rich.syntax import Syntax  # only `solution` pays for the highlighter
 
-    console.print(Panel(Syntax(code, "python", line_numbers=True), title=title))
+    console.print(Panel(Syntax(code, "python", line_numbers=True, word_wrap=True), title=title))
 
 
-def init(console: Console, result: InitResult) -> None:
-    console.print(f"Workspace ready in [bold]{result.root}[/]: {len(result.created)} exercises written"
-                  + (f", {len(result.kept)} of yours kept as they were" if result.kept else "") + ".")
-    console.print(f"Next: cd {result.root}, edit exercises/ex01_self_attention.py, then `attn-drill check ex1`.")
+def init(console: Console, result: InitResult, following=None, lang: str = "en") -> None:
+    import shlex
+
+    words = WORDS[lang]
+    console.print(Text(words["ready"].format(root=result.root, n=len(result.created))
+                       + (words["kept"].format(n=len(result.kept)) if result.kept else "") + "."))
+    if following is None:
+        console.print(Text(words["init_done"]))
+    else:
+        console.print(Text(words["init_next"].format(root=shlex.quote(str(result.root)), file=following.file_name,
+                                                     id=following.id)))
 
 
-def status(console: Console, rows: list[ExerciseRow], next_id: str | None, due: int | None) -> None:
+def reset(console: Console, exercise, path: Path, backup: Path | None, lang: str = "en") -> None:
+    words = WORDS[lang]
+    console.print(Text(words["reset"].format(id=exercise.id, path=path)
+                       + (words["backup"].format(backup=backup) if backup else "")))
+
+
+def status(console: Console, rows: list[ExerciseRow], next_id: str | None, due: int | None, lang: str = "en") -> None:
+    words = WORDS[lang]
     passed = sum(row.status == "passed" for row in rows)
-    console.print(f"[bold]attn-drill[/] · exercises passed: {passed}/{len(rows)}"
-                  + (f" · next: {next_id} (`attn-drill show {next_id}`)" if next_id else " · all done!"))
+    console.print(Text.assemble((words["status"].format(passed=passed, total=len(rows)), "bold"),
+                                words["status_next"].format(id=next_id) if next_id else words["status_done"]))
     if due is not None:
-        console.print(f"Quiz cards due today: {due} (`attn-drill quiz --review`).")
-    console.print("Commands: `attn-drill list`, `attn-drill check`, `attn-drill quiz`, `attn-drill --help`.")
+        console.print(Text(words["status_due"].format(n=due)))
+    console.print(Text(words["commands"]))
 
 
 def validation(console: Console, result: ValidationReport) -> None:
@@ -128,10 +232,6 @@ def validation(console: Console, result: ValidationReport) -> None:
         console.print(Text.assemble(("problem: ", "red"), problem))
     console.print("[bold green]Content is valid.[/]" if not result.problems else
                   f"[bold red]{len(result.problems)} problems.[/]")
-
-
-def _indent(text: str, prefix: str) -> str:
-    return "\n".join(prefix + line for line in text.splitlines())
 
 
 # -- quiz and stats --------------------------------------------------------------------------

@@ -19,15 +19,17 @@ from typing import Callable, Iterable
 from attn_drill.errors import StoreError
 
 DB_NAME = "attn-drill.db"
-SCHEMA_VERSION = 3   # 1: exercises and hints; 2: + quiz answers and FSRS cards; 3: + quiz_answers.was_due
-                     # (an older file upgrades in place)
+SCHEMA_VERSION = 4   # 1: exercises and hints; 2: + quiz answers and FSRS cards; 3: + quiz_answers.was_due;
+                     # 4: exercise progress per workspace (an older file upgrades in place)
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS exercise_progress (
-    exercise     TEXT PRIMARY KEY,
-    status       TEXT NOT NULL CHECK (status IN ('passed', 'failed')),
+CREATE TABLE IF NOT EXISTS workspace_progress (
+    workspace    TEXT NOT NULL,          -- the workspace's folder, '' for files graded outside one
+    exercise     TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('passed', 'failed', 'pending')),   -- pending: reset
     ever_passed  INTEGER NOT NULL DEFAULT 0,
     attempts     INTEGER NOT NULL DEFAULT 0,
-    updated_at   TEXT NOT NULL
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (workspace, exercise)
 );
 CREATE TABLE IF NOT EXISTS check_history (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -122,25 +124,40 @@ class Store:
 
     # -- exercises ---------------------------------------------------------------------
 
-    def record_check(self, exercise: str, passed: bool, mistakes: list[str]) -> None:
+    # An exercise's status belongs to the workspace where it was earned (a fresh workspace starts
+    # pending); the quiz history belongs to the user.
+
+    def record_check(self, exercise: str, passed: bool, mistakes: list[str], workspace: str = "") -> None:
         at = now()
         with self.transaction() as db:
             db.execute(
-                """INSERT INTO exercise_progress (exercise, status, ever_passed, attempts, updated_at)
-                   VALUES (?, ?, ?, 1, ?)
-                   ON CONFLICT (exercise) DO UPDATE SET status = excluded.status,
+                """INSERT INTO workspace_progress (workspace, exercise, status, ever_passed, attempts, updated_at)
+                   VALUES (?, ?, ?, ?, 1, ?)
+                   ON CONFLICT (workspace, exercise) DO UPDATE SET status = excluded.status,
                        ever_passed = MAX(ever_passed, excluded.ever_passed),
                        attempts = attempts + 1, updated_at = excluded.updated_at""",
-                (exercise, "passed" if passed else "failed", int(passed), at))
+                (workspace, exercise, "passed" if passed else "failed", int(passed), at))
             db.execute("INSERT INTO check_history (exercise, passed, mistakes, at) VALUES (?, ?, ?, ?)",
                        (exercise, int(passed), json.dumps(mistakes), at))
 
-    def progress(self) -> dict[str, ExerciseProgress]:
-        rows = self._db.execute("SELECT exercise, status, ever_passed, attempts FROM exercise_progress")
+    def progress(self, workspace: str = "") -> dict[str, ExerciseProgress]:
+        rows = self._db.execute("SELECT exercise, status, ever_passed, attempts FROM workspace_progress "
+                                "WHERE workspace = ?", (workspace,))
         return {row[0]: ExerciseProgress(row[1], bool(row[2]), row[3]) for row in rows}
 
-    def exercise_progress(self, exercise: str) -> ExerciseProgress:
-        return self.progress().get(exercise, ExerciseProgress("pending", False, 0))
+    def exercise_progress(self, exercise: str, workspace: str = "") -> ExerciseProgress:
+        return self.progress(workspace).get(exercise, ExerciseProgress("pending", False, 0))
+
+    def ever_passed(self, exercise: str) -> bool:
+        """Passed once, in any workspace (the reference solution is unlocked for good)."""
+        return bool(self._db.execute("SELECT MAX(ever_passed) FROM workspace_progress WHERE exercise = ?",
+                                     (exercise,)).fetchone()[0])
+
+    def forget_status(self, exercise: str, workspace: str) -> None:
+        """`reset`: the exercise is pending again in this workspace (its history stays)."""
+        with self.transaction() as db:
+            db.execute("UPDATE workspace_progress SET status = 'pending', updated_at = ? "
+                       "WHERE workspace = ? AND exercise = ?", (now(), workspace, exercise))
 
     def take_hint(self, exercise: str, available: int) -> int:
         """Count one more hint shown (up to ``available``); return how many have been shown."""
@@ -251,9 +268,14 @@ def _prepare(store: Store) -> None:
         raise StoreError(f"{store.path} was written by a newer attn-drill (schema {version}); upgrade attn-drill.")
     db.executescript(SCHEMA)
     if version < SCHEMA_VERSION:
-        with store.transaction():   # 2 -> 3; of two processes upgrading at once, the second finds the column
+        with store.transaction():   # of two processes upgrading at once, the second finds the work done
             if "was_due" not in {row[1] for row in db.execute("PRAGMA table_info(quiz_answers)")}:
-                db.execute("ALTER TABLE quiz_answers ADD COLUMN was_due INTEGER")
+                db.execute("ALTER TABLE quiz_answers ADD COLUMN was_due INTEGER")       # 2 -> 3
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "exercise_progress" in tables:                                           # 3 -> 4
+                db.execute("""INSERT OR IGNORE INTO workspace_progress
+                              SELECT '', exercise, status, ever_passed, attempts, updated_at FROM exercise_progress""")
+                db.execute("DROP TABLE exercise_progress")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

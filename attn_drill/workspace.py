@@ -38,11 +38,12 @@ def find_workspace(start: Path | None = None) -> Workspace | None:
     return None
 
 
-def require_workspace() -> Workspace:
+def require_workspace(to_do: str = "work on an exercise") -> Workspace:
+    """The current workspace; ``to_do`` completes the error's "cd into one to ..." line."""
     workspace = find_workspace()
     if workspace is None:
-        raise WorkspaceError("no attn-drill workspace here or above. Try `attn-drill init` "
-                             "and cd into the folder it makes, or pass --file PATH.")
+        raise WorkspaceError(f"no attn-drill workspace here or above: cd into one to {to_do}. "
+                             "`attn-drill init DIR` makes one.")
     return workspace
 
 
@@ -55,10 +56,17 @@ def write_atomically(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # as an ordinary new file would be, not mkstemp's 0600
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @dataclass(frozen=True)

@@ -23,35 +23,23 @@ Input that is none of these raises :class:`InvalidAnswer`; the CLI asks again.
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Protocol
+from typing import Iterable, Protocol
 
 from attn_drill.errors import DrillError
 from attn_drill.quiz import scheduling
 from attn_drill.quiz.bank import (
     Bank, FormulaError, Question, close_enough, evaluate, load_bank, numeric_tolerance,
 )
+from attn_drill.i18n import LANGS, default_lang  # noqa: F401  (part of this module's API)
 from attn_drill.store import Store, day_end
 
-LANGS = ("en", "zh")
 DONT_KNOW = frozenset({"?", "？", "idk", "不知道"})
 QUIT_WORDS = frozenset({"q", "quit", "exit", "退出"})
 LEECH_MISSES = 4    # a question missed this many times (or more) is a leech, as Anki calls it
-
-
-def default_lang(environ: Mapping[str, str] | None = None) -> str:
-    """The language the locale asks for: the first of LC_ALL, LC_MESSAGES, LANG that is set
-    (POSIX order) decides; "zh..." gives Chinese, anything else English."""
-    env = os.environ if environ is None else environ
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = env.get(name, "")
-        if value:
-            return "zh" if value.lower().startswith("zh") else "en"
-    return "en"
 
 
 class InvalidAnswer(ValueError):
