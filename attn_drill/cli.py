@@ -19,6 +19,7 @@ from rich.console import Console
 from attn_drill import practice, render
 from attn_drill.errors import DrillError
 from attn_drill.grading import DEFAULT_MEMORY, DEFAULT_TIMEOUT_S, DEVICES
+from attn_drill.i18n import QUIZ_TOPICS
 from attn_drill.store import open_store
 
 app = typer.Typer(
@@ -259,7 +260,9 @@ def help_command(command: Annotated[Optional[str], typer.Argument(help="The comm
 
 @app.command()
 def quiz(
-    topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", help="Only this topic; repeat it or separate topics with commas.")] = None,
+    topic: Annotated[Optional[list[str]], typer.Option(
+        "--topic", "-t", autocompletion=lambda incomplete: [t for t in QUIZ_TOPICS if t.startswith(incomplete)],
+        help="Only this topic; repeat it or separate topics with commas. Topics: " + ", ".join(QUIZ_TOPICS) + ".")] = None,
     count: Annotated[Optional[int], typer.Option("-n", "--count", help="How many questions (default 10; with --review or --leeches: all of them).")] = None,
     review: Annotated[bool, typer.Option("--review", help="Ask every question due today by spaced repetition, most overdue first.")] = False,
     leeches: Annotated[bool, typer.Option("--leeches", help="Drill the leeches: questions missed 4 times or more, most missed first.")] = False,
@@ -319,6 +322,33 @@ def validate(
             validate_exercises(result, jobs=jobs, on_progress=lambda done: spinner.update(f"graded {done}"))
         render.validation(out, result)
     raise typer.Exit(1 if result.problems else 0)
+
+
+@app.command()
+def watch(
+    exercise: Annotated[Optional[str], typer.Argument(help="Exercise to start on (default: the next one not passed).")] = None,
+    manual: Annotated[bool, typer.Option("--manual", help="Check when you press Enter, not on save (for file systems whose change events do not arrive).")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds the learner's code may run, per check.")] = DEFAULT_TIMEOUT_S,
+    device: Annotated[Device, typer.Option(help="Where to run the checks: cuda when present (auto), cpu or cuda.")] = Device.auto,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="Memory your code may use, e.g. 2GiB or 512MiB.")] = DEFAULT_MEMORY,
+) -> None:
+    """Check the current exercise on every save, and move on when it passes.
+
+    Keys: h shows the next hint, q (or Ctrl-C) quits; with --manual, Enter checks again. One
+    warm grader serves the whole session, so a check takes a fraction of a second; progress
+    is saved after every check.
+
+    \b
+    Example:
+      attn-drill watch
+      attn-drill watch ex2 --manual"""
+    from attn_drill.watch import Watcher
+
+    with Watcher(_store(), exercise, device=device.value, timeout=timeout, memory_limit=memory_limit) as watcher:
+        if not manual:
+            watcher.follow_files()
+        render.watch(out, watcher, manual=manual, lang=_lang())
+    raise typer.Exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

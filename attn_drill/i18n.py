@@ -19,6 +19,10 @@ def default_lang(environ: Mapping[str, str] | None = None) -> str:
     return "en"
 
 
+QUIZ_TOPICS = (  # the question bank's topics, in teaching order (its file stems)
+    "self-attention", "scaled-dot-product", "multi-head", "cross-attention", "positional-encoding",
+    "masking", "information-leakage", "efficient-attention", "inference", "architecture",
+)
 TOPICS_ZH = {   # topic names as shown in Chinese (docs/glossary.md)
     "self-attention": "自注意力", "scaled-dot-product": "缩放点积注意力", "multi-head": "多头注意力",
     "cross-attention": "交叉注意力", "positional-encoding": "位置编码", "masking": "掩码",

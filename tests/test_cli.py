@@ -109,7 +109,7 @@ def test_check_all_in_a_workspace(cli, tmp_path):
 def test_validate_exercises(cli):
     result = cli("validate", "--json")
     report = json.loads(result.stdout)
-    assert set(report) == {"exercises", "questions", "problems"}
+    assert set(report) == {"exercises", "questions", "problems", "warnings"}
     for exercise in load_catalog():
         assert report["exercises"][exercise.id] == {"reference_passes": True, "starter_fails": True}
     assert result.code == (1 if report["problems"] else 0)

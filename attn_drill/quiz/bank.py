@@ -22,16 +22,14 @@ from pathlib import Path
 from typing import Mapping
 
 from attn_drill import content
+from attn_drill.i18n import QUIZ_TOPICS
 from attn_drill.errors import ContentError
 
 FORMAT_VERSION = 1
 QUESTIONS_DIR = content.QUESTIONS_DIR
 MISTAKES_FILE = "mistakes.toml"   # mistake key -> concept tags; not a topic
 
-TOPICS = (  # the documented topics, in teaching order (file stems)
-    "self-attention", "scaled-dot-product", "multi-head", "cross-attention", "positional-encoding",
-    "masking", "information-leakage", "efficient-attention", "inference", "architecture",
-)
+TOPICS = QUIZ_TOPICS  # the documented topics, in teaching order (file stems)
 KINDS = ("single", "multi", "bool", "numeric", "code", "card")
 TAGS = frozenset("""
     qkv-projection scale softmax-dim weighted-sum permutation-equivariance head-split
