@@ -17,9 +17,10 @@ computed one block of keys at a time, so the full ``L x S`` score matrix never e
   ``acc`` by ``exp(m - m_new)`` before adding the block's terms; divide ``acc`` by ``l`` at
   the end.
 - **Never hold an ``L x S`` matrix**: not the scores, not the weights, not a full causal mask;
-  build what a block needs for that block only. The checks watch every tensor your code
-  creates on q, k, v of shape ``(1, 2, 64, 4)`` with ``block_size=8`` and fail when one has
-  ``L * S = 4096`` elements or more (a blocked loop's largest is ``B*H*L*block_size = 1024``).
+  build what a block needs for that block only. The checks measure, from outside the
+  sandbox, how far your code's memory rises on q ``(1, 1, 1024, 4)`` and k, v
+  ``(1, 1, 40960, 4)`` with ``block_size=256``: one float32 ``L x S`` matrix there is 160 MiB,
+  and the rise must stay under 30 MiB (a blocked loop needs a few MiB).
 - ``causal=True``: query ``i`` may attend to key ``j`` iff ``j <= i + (S - L)``, the
   bottom-right alignment used across this catalog (the last query sees every key, as with a
   KV cache). When L > S the first ``L - S`` queries see no key: their output is 0, never
@@ -44,9 +45,9 @@ q ``(B, H, L, D)``，k ``(B, H, S, D)``，v ``(B, H, S, Dv)``，输出 ``(B, H, 
 指数和 ``l`` 与未归一化的输出 ``acc``。某块把最大值从 ``m`` 提高到 ``m_new`` 时，先把旧的
 ``l`` 和 ``acc`` 乘以 ``exp(m - m_new)`` 再加上这一块的贡献；最后用 ``acc / l`` 得到输出。
 **任何时候都不能持有 ``L x S`` 的矩阵**：分数矩阵、权重、完整的因果掩码都不行，每块只构造
-这一块需要的部分。检查会在 q、k、v 形状为 ``(1, 2, 64, 4)``、``block_size=8`` 时监视你的代码
-创建的每个张量，只要有一个达到 ``L * S = 4096`` 个元素就判为失败（分块循环中最大的张量约为
-``B*H*L*block_size = 1024`` 个元素）。``causal=True`` 时，query ``i`` 可以注意 key ``j`` 当且仅当
+这一块需要的部分。检查会在沙箱之外测量你的代码在 q ``(1, 1, 1024, 4)``、k 与 v
+``(1, 1, 40960, 4)``、``block_size=256`` 时内存上涨了多少：这里一个 float32 的 ``L x S`` 矩阵
+就有 160 MiB，而上涨必须低于 30 MiB（分块循环只需几 MiB）。``causal=True`` 时，query ``i`` 可以注意 key ``j`` 当且仅当
 ``j <= i + (S - L)``（右下角对齐，与本题库其他练习一致，最后一个 query 能看到所有 key）；
 L > S 时前 ``L - S`` 个 query 看不到任何 key，输出为 0，前向与梯度中都不能出现 NaN。
 分数达到 1e4 量级时也不能溢出；保持输入的 dtype 与 device，不要原地修改输入；结果要能由

@@ -1,180 +1,99 @@
 """Hidden checks for ex8: a KV cache and causal self-attention that decodes through it."""
 
-import math
-
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from attn_drill.checks.harness import (
-    DTYPES, Mistake, builtin_multihead, check, compare, copy_parameters, describe, expect_every_parameter_has_grad,
-    expect_tensor, expect_tuple, fail, randn, require_defined,
+from attn_drill.checks.harness import DTYPES, check, compare, describe, fail, mistake, projection, randn
+from attn_drill.checks.properties import (  # noqa: F401  (check_* are collected here)
+    CAUSAL_BUILTIN, causal_builtin, causal_mistakes, check_defines, check_static_scan, dropout_train_only,
+    eval_is_deterministic, every_parameter_learns, fused_causal_attention, indivisible_heads_raise, outputs, twin,
 )
-from attn_drill.checks.mistakes import CAUSAL_TOP_LEFT
-
-CACHE_OVERWRITTEN = Mistake(
-    "cache-overwritten", "attention over the newest tokens only: the cache is overwritten instead of appended")
-CACHE_OVERWRITTEN_KEYS = Mistake(
-    "cache-overwritten", "the newest keys or values only: the cache is overwritten instead of appended")
-CHUNK_CAUSAL_MISSING = Mistake(
-    "chunk-causal-missing", "attention with no causal mask within the new chunk: a new token sees the later "
-    "tokens of its own chunk")
-QUERIES_CACHED = Mistake(
-    "queries-cached", "one output per cached position: the queries were cached too, but only the new tokens need "
-    "an output (queries are never cached)")
-CAUSAL_MISSING = Mistake(
-    "causal-missing", "attention without the causal mask: every position sees the whole sequence, its future included")
 
 NAME = "CachedCausalSelfAttention"
 
 
-# ---------------------------------------------------------------------------------------
-# Modules, caches and calls
+def pair(learner, reference, E, H, *, dtype=torch.float64, device=None, seed=0, **options):
+    return twin(learner, reference.CachedCausalSelfAttention, NAME, E, H, dtype=dtype, device=device, seed=seed,
+                **options)
 
 
-def make_pair(learner, reference, E, H, *, bias=True, dtype=torch.float64, device=None, seed=0):
-    """(the learner's module, the reference module) with the same reproducible weights, in eval mode."""
-    ref = reference.CachedCausalSelfAttention(E, H, bias=bias).to(dtype=dtype, device=device)
-    with torch.no_grad():
-        for i, parameter in enumerate(ref.parameters()):
-            parameter.copy_(randn(*parameter.shape, dtype=dtype, device=device, seed=1000 * seed + i) / math.sqrt(E))
-    mine = learner.new(NAME, E, H, bias=bias)
-    if not isinstance(mine, nn.Module):
-        fail(f"{NAME}(...) should be a torch.nn.Module, got {type(mine).__name__}.")
-    mine = mine.to(dtype=dtype, device=device)
-    copy_parameters(NAME, mine, ref)
-    return mine.eval(), ref.eval()
-
-
-def new_cache(learner):
-    return learner.new("KVCache")
-
-
-def cache_length(learner, cache):
-    n = learner.run(cache.__len__, what="len(cache)")
-    if not isinstance(n, int):
-        fail(f"len(cache) should be an int, got {type(n).__name__}.")
-    return n
-
-
-def forward(learner, module, x, cache=None):
+def forward(learner, mine, x, cache=None):
     what = f"{NAME}.forward" + ("" if cache is None else " with a cache")
-    kwargs = {} if cache is None else {"cache": cache}
-    return expect_tensor(learner.run(module, x, what=what, **kwargs), what)
+    return outputs(learner.run(mine, x, what=what, **({} if cache is None else {"cache": cache})), 1, what)[0]
+
+
+def append(learner, cache, k_new, v_new):
+    return outputs(learner.method(cache, "append", k_new, v_new), 2, "KVCache.append()")
+
+
+def decode_mistakes(ref, seen, new, H):
+    def variant(context, **switches):
+        return lambda: fused_causal_attention(ref, new, H, context, **switches)
+
+    later = [(mistake("causal-top-left"), variant(seen, causal="top-left")),
+             (mistake("cache-overwritten"), variant(None))]
+    return (later if seen.size(1) else []) + [
+        (mistake("chunk-causal-missing"), variant(seen, causal="none")),
+        (mistake("causal-off-by-one"), variant(seen, causal="strict", nan_rows=seen.size(1) + new.size(1) > 1))]
 
 
 def decode(learner, mine, ref, x, chunks, *, inputs):
-    """Feed x through one fresh cache in chunks of the given sizes; compare each step with one full pass."""
-    B, T, E = x.shape
-    H = ref.num_heads
-    with torch.no_grad():
-        full = ref(x)  # (B, T, E): one causal pass, no cache
-    cache = new_cache(learner)
-    start = 0
+    """Feed x through one fresh cache in chunks of these sizes; each step must equal one full pass's rows."""
+    B, _, E = x.shape
+    full, cache, start = ref(x), learner.new("KVCache"), 0  # (B, T, E): one causal pass, no cache
     for size in chunks:
         chunk = x[:, start:start + size]  # (B, size, E)
         where = (f"positions {start} .. {start + size - 1} fed with len(cache) = {start} before the call "
                  f"({inputs}, chunks {chunks})")
-        with torch.no_grad():
-            out = forward(learner, mine, chunk, cache)
-        if out.shape != chunk.shape:
-            if out.shape == (B, start + size, E) and start > 0:
-                fail(f"the output has shape {tuple(out.shape)} for {where}; expected one output per new token, "
-                     f"{tuple(chunk.shape)}.\nYour output equals {QUERIES_CACHED.says}.", QUERIES_CACHED.key)
-            fail(f"the output has shape {tuple(out.shape)} for {where}; expected (B, T_new, E) = {tuple(chunk.shape)}.")
+        out = forward(learner, mine, chunk, cache)
+        if out.shape == (B, start + size, E) and start > 0:
+            known = mistake("queries-cached")
+            fail(f"the output has shape {tuple(out.shape)} for {where}; expected one output per new token, "
+                 f"{tuple(chunk.shape)}.\nYour output equals {known.says}.", known.key)
         compare("the decoded output", out, full[:, start:start + size], inputs=where,
-                mistakes=decode_mistakes(ref, x[:, :start], chunk, H))
-        n = cache_length(learner, cache)
+                mistakes=decode_mistakes(ref, x[:, :start], chunk, ref.num_heads))
+        n = learner.length(cache)
         if n != start + size:
-            if n == size and start > 0:
-                fail(f"len(cache) is {n} after {where}; expected {start + size}: the cache must grow by the new "
-                     "tokens, but it holds only the newest ones: it is overwritten instead of appended.",
-                     CACHE_OVERWRITTEN.key)
-            fail(f"len(cache) is {n} after {where}; expected {start} + {size} = {start + size}: the cache must grow "
-                 "by exactly the new tokens.")
+            overwritten = n == size and start > 0
+            fail(f"len(cache) is {n} after {where}; expected {start} + {size} = {start + size}: the cache must grow by "
+                 "exactly the new tokens" + (", but it holds only the newest ones: it is overwritten instead of "
+                                             "appended." if overwritten else "."),
+                 "cache-overwritten" if overwritten else None)
         start += size
     return cache
 
 
-# ---------------------------------------------------------------------------------------
-# Known mistakes, computed from the reference module's weights
-
-
-def split_qkv(ref, x, H):
-    """q, k, v of x in heads: 3 x (B, H, T, D)."""
-    B, T, E = x.shape
-    q, k, v = F.linear(x, ref.qkv.weight, ref.qkv.bias).split(E, dim=2)  # 3 x (B, T, E)
-    return tuple(t.view(B, T, H, E // H).transpose(1, 2) for t in (q, k, v))
-
-
-def decode_variant(ref, seen, new, H, kind):
-    """The output for the tokens ``new`` after ``seen`` were cached, as a known mistake computes it."""
-    with torch.no_grad():
-        B, T, E = new.shape
-        q, _, _ = split_qkv(ref, new, H)  # (B, H, T, D)
-        _, k, v = split_qkv(ref, new if kind == "overwritten" else torch.cat([seen, new], dim=1), H)  # (B, H, S, D)
-        S = k.size(2)
-        offset = torch.arange(S, device=new.device)[None, :] - torch.arange(T, device=new.device)[:, None]  # j - i
-        allowed = {"top-left": offset <= 0, "unmasked": offset == offset, "overwritten": offset <= 0}[kind]
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(E // H)  # (B, H, T, S)
-        att = torch.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, T, E)  # (B, T, E)
-        return F.linear(y, ref.out_proj.weight, ref.out_proj.bias)
-
-
-def decode_mistakes(ref, seen, new, H):
-    candidates = [(CHUNK_CAUSAL_MISSING, lambda: decode_variant(ref, seen, new, H, "unmasked"))]
-    if seen.size(1):
-        candidates = [(CAUSAL_TOP_LEFT, lambda: decode_variant(ref, seen, new, H, "top-left")),
-                      (CACHE_OVERWRITTEN, lambda: decode_variant(ref, seen, new, H, "overwritten")),
-                      *candidates]
-    return candidates
-
-
-# ---------------------------------------------------------------------------------------
-# Checks
-
-
-@check("your file imports and defines KVCache and CachedCausalSelfAttention")
-def check_defines(learner):
-    require_defined(learner)
-
-
 @check("KVCache starts empty, append concatenates along time and returns the full keys and values")
 def check_kv_cache(learner, device):
-    for dtype in DTYPES:
-        cache = new_cache(learner)
-        empty = getattr(cache, "k", 0) is None and getattr(cache, "v", 0) is None
-        if cache_length(learner, cache) != 0 or not empty:
+    for dtype, (B, H, D) in zip(DTYPES, ((2, 3, 4), (1, 1, 5))):
+        cache, sent = learner.new("KVCache"), {"k": [], "v": []}
+        if learner.length(cache) != 0 or any(learner.attr(cache, name) is not None for name in sent):
             fail("a new KVCache() should be empty: len(cache) == 0 and the attributes cache.k and cache.v are None "
                  "(set them in __init__).")
-        seen_k, seen_v = [], []
-        for step, T_new in enumerate((3, 1, 2)):
-            k_new = randn(2, 3, T_new, 4, dtype=dtype, device=device, seed=10 + step)  # (B, H, T_new, D)
-            v_new = randn(2, 3, T_new, 4, dtype=dtype, device=device, seed=20 + step)  # (B, H, T_new, D)
-            seen_k.append(k_new)
-            seen_v.append(v_new)
-            want_k, want_v = torch.cat(seen_k, dim=2), torch.cat(seen_v, dim=2)  # (B, H, T_cached, D)
-            result = learner.run(cache.append, k_new, v_new, what="KVCache.append")
-            k, v = expect_tuple(result, 2, "KVCache.append()")
-            inputs = (f"appends of {[t.size(2) for t in seen_k]} positions, k_new and v_new "
-                      f"{tuple(k_new.shape)} (B, H, T_new, D), {str(dtype).replace('torch.', '')}")
-            overwritten = [(CACHE_OVERWRITTEN_KEYS, lambda k_new=k_new: k_new)]
-            compare("k returned by append", k, want_k, inputs=inputs, mistakes=overwritten)
-            compare("v returned by append", v, want_v, inputs=inputs,
-                    mistakes=[(CACHE_OVERWRITTEN_KEYS, lambda v_new=v_new: v_new)])
-            compare("cache.k after append", getattr(cache, "k", None), want_k, inputs=inputs, mistakes=overwritten)
-            compare("cache.v after append", getattr(cache, "v", None), want_v, inputs=inputs)
-            n = cache_length(learner, cache)
-            if n != want_k.size(2):
-                fail(f"len(cache) is {n} after {inputs}; expected {want_k.size(2)}, the number of positions cached.")
+        for step, T_new in enumerate((3, 1, 2, 1)):
+            for i, name in enumerate(sent):
+                sent[name].append(randn(B, H, T_new, D, dtype=dtype, device=device, seed=10 * i + step))  # (B, H, T, D)
+            got = dict(zip(sent, append(learner, cache, sent["k"][-1], sent["v"][-1])))
+            if step == 0:
+                first = got  # read back after the later appends
+            inputs = (f"appends of {[t.size(2) for t in sent['k']]} positions, k_new and v_new "
+                      f"{tuple(sent['k'][-1].shape)} (B, H, T_new, D), {str(dtype).replace('torch.', '')}")
+            for name, parts in sent.items():
+                for what, value in ((f"{name} returned by append", got[name]),
+                                    (f"cache.{name} after append", learner.attr(cache, name))):
+                    compare(what, value, torch.cat(parts, dim=2), inputs=inputs,  # (B, H, T_cached, D)
+                            mistakes=[(mistake("cache-overwritten"), lambda: parts[-1])])
+            if learner.length(cache) != sum(t.size(2) for t in sent["k"]):
+                fail(f"len(cache) is {learner.length(cache)} after {inputs}; expected "
+                     f"{sum(t.size(2) for t in sent['k'])}, the number of positions cached.")
+        again = append(learner, learner.new("KVCache"), first["k"], first["v"])
+        for name, value in zip(sent, again):
+            compare(f"the {name} the first append returned, after three more appends", value, sent[name][0],
+                    inputs=inputs)
 
 
 @check("embed_dim not divisible by num_heads raises ValueError naming both")
 def check_bad_arguments(learner):
-    for E, H in ((10, 4), (6, 4)):
-        for name in ("embed_dim", "num_heads"):
-            learner.raises(f"embed_dim={E}, num_heads={H}", (name,), NAME, E, H)
+    indivisible_heads_raise(learner, NAME)
 
 
 @check("without a cache: plain causal self-attention, matching the reference and nn.MultiheadAttention; "
@@ -182,47 +101,33 @@ def check_bad_arguments(learner):
 def check_no_cache(learner, reference, device):
     for dtype in DTYPES:
         for seed, (B, T, E, H, bias) in enumerate([(2, 5, 8, 2, True), (1, 1, 6, 3, False), (3, 4, 4, 1, True)]):
-            mine, ref = make_pair(learner, reference, E, H, bias=bias, dtype=dtype, device=device, seed=seed)
+            mine, ref = pair(learner, reference, E, H, bias=bias, dtype=dtype, device=device, seed=seed)
             x = 2 * randn(B, T, E, dtype=dtype, device=device, seed=30 + seed)  # (B, T, E)
-            inputs = describe(x=x, num_heads=H, bias=bias)
-            causal_missing = [(CAUSAL_MISSING, lambda: decode_variant(ref, x[:, :0], x, H, "unmasked"))]
-            compare("the output with cache=None", forward(learner, mine, x), ref(x), inputs=inputs,
-                    mistakes=causal_missing)
-            mha = builtin_multihead(H, ref.qkv.weight, ref.qkv.bias, ref.out_proj.weight, ref.out_proj.bias)
-            with torch.no_grad():
-                # nn.MultiheadAttention's boolean attn_mask has the opposite polarity: True = NOT allowed.
-                not_allowed = torch.ones(T, T, dtype=torch.bool, device=device).triu(diagonal=1)  # (T, T)
-                expected, _ = mha(x, x, x, attn_mask=not_allowed, need_weights=False)  # (B, T, E)
-            compare("the output with cache=None", forward(learner, mine, x), expected,
-                    inputs=inputs + "; compared with nn.MultiheadAttention given in_proj_weight = qkv.weight, "
-                    "in_proj_bias = qkv.bias, your out_proj, and attn_mask = triu(ones(T, T), 1) (its boolean "
-                    "mask means True = NOT allowed, the opposite of ours)", mistakes=causal_missing)
-    mine, ref = make_pair(learner, reference, 8, 2, device=device, seed=9)
-    mine.train()
-    x = 2 * randn(2, 5, 8, device=device, seed=39)
-    out = forward(learner, mine, x)
-    if not out.requires_grad:
-        fail(f"the output with cache=None is cut off from the graph (no grad_fn) for x {tuple(x.shape)}: "
-             "do not detach.")
-    (out * randn(*out.shape, device=device, seed=40)).sum().backward()
-    expect_every_parameter_has_grad(NAME, mine)
+            out, inputs = forward(learner, mine, x), describe(x=x, num_heads=H, bias=bias)
+            for expected, note in ((ref(x), ""), (causal_builtin(ref, H, x), CAUSAL_BUILTIN)):
+                compare("the output with cache=None", out, expected, inputs=inputs + note,
+                        mistakes=causal_mistakes(ref, x, H))
+    mine, ref = pair(learner, reference, 8, 2, device=device, seed=9)
+    x = 2 * randn(2, 5, 8, device=device, seed=39)  # (B, T, E)
+    every_parameter_learns(learner, NAME, mine, ref, lambda: forward(learner, mine, x), lambda: ref(x),
+                           inputs=describe(x=x, num_heads=2) + ", cache=None")
 
 
 @check("prefill then one token at a time equals one full causal pass (prompts of 1, 3 and 7 tokens)")
 def check_token_by_token(learner, reference, device):
     for dtype in DTYPES:
-        for seed, (B, E, H, prompt) in enumerate([(2, 8, 2, 3), (2, 8, 2, 1), (1, 6, 3, 7), (3, 4, 1, 3)]):
-            mine, ref = make_pair(learner, reference, E, H, bias=seed != 1, dtype=dtype, device=device, seed=10 + seed)
-            T = prompt + 3
-            x = 2 * randn(B, T, E, dtype=dtype, device=device, seed=50 + seed)  # (B, T, E)
-            decode(learner, mine, ref, x, [prompt] + [1] * 3, inputs=describe(x=x, num_heads=H))
+        for seed, (B, E, H, prompt, steps) in enumerate([(2, 8, 2, 3, 3), (2, 8, 2, 1, 3), (1, 6, 3, 7, 12),
+                                                         (3, 4, 1, 3, 3)]):
+            mine, ref = pair(learner, reference, E, H, bias=seed != 1, dtype=dtype, device=device, seed=10 + seed)
+            x = 2 * randn(B, prompt + steps, E, dtype=dtype, device=device, seed=50 + seed)  # (B, T, E)
+            decode(learner, mine, ref, x, [prompt] + [1] * steps, inputs=describe(x=x, num_heads=H))
 
 
 @check("decoding in chunks of several tokens equals one full pass (the mask inside a chunk is bottom-right aligned)")
 def check_chunks(learner, reference, device):
     for dtype in DTYPES:
         for seed, chunks in enumerate([[3, 2, 2, 2], [1, 2, 3, 2], [2, 2, 2]]):
-            mine, ref = make_pair(learner, reference, 8, 2, dtype=dtype, device=device, seed=20 + seed)
+            mine, ref = pair(learner, reference, 8, 2, dtype=dtype, device=device, seed=20 + seed)
             x = 2 * randn(2, sum(chunks), 8, dtype=dtype, device=device, seed=60 + seed)  # (B, T, E)
             decode(learner, mine, ref, x, chunks, inputs=describe(x=x, num_heads=2))
 
@@ -230,44 +135,77 @@ def check_chunks(learner, reference, device):
 @check("the cache grows by exactly the new tokens and holds every position's keys and values, (B, H, T, D)")
 def check_cache_contents(learner, reference, device):
     B, E, H = 2, 8, 2
-    mine, ref = make_pair(learner, reference, E, H, device=device, seed=30)
+    mine, ref = pair(learner, reference, E, H, device=device, seed=30)
     x = 2 * randn(B, 6, E, device=device, seed=70)  # (B, T, E)
-    cache = new_cache(learner)
-    start = 0
-    for size in (3, 1, 2):
-        with torch.no_grad():
-            forward(learner, mine, x[:, start:start + size], cache)
-        start += size
-        n = cache_length(learner, cache)
-        inputs = f"x {tuple(x.shape)}, num_heads={H}, float64; chunks (3, 1, 2), after {start} positions"
-        if n != start:
-            fail(f"len(cache) is {n} for {inputs}; expected {start}: the cache grows by exactly the new tokens.",
-                 CACHE_OVERWRITTEN.key if n == size and start > size else None)
-        with torch.no_grad():
-            _, want_k, want_v = split_qkv(ref, x[:, :start], H)  # (B, H, start, D)
-        compare("cache.k (the keys of every position so far, in heads)", getattr(cache, "k", None), want_k,
-                inputs=inputs, mistakes=[(CACHE_OVERWRITTEN_KEYS, lambda size=size: want_k[:, :, -size:])])
-        compare("cache.v (the values of every position so far, in heads)", getattr(cache, "v", None), want_v,
-                inputs=inputs)
-
-
-@check("two caches used in turn stay independent: the state lives in each KVCache, not in the module or the class")
-def check_independent_caches(learner, reference, device):
-    mine, ref = make_pair(learner, reference, 8, 2, device=device, seed=40)
-    xs = [2 * randn(2, 5, 8, device=device, seed=80 + i) for i in range(2)]  # two sequences (B, T, E)
+    cache = decode(learner, mine, ref, x, (3, 1, 2), inputs=describe(x=x, num_heads=H))
     with torch.no_grad():
-        fulls = [ref(x) for x in xs]
-    caches = [new_cache(learner), new_cache(learner)]
+        _, k, v = (t.view(B, 6, H, E // H).transpose(1, 2) for t in ref.qkv(x).split(E, dim=2))  # (B, H, T, D)
+    inputs = describe(x=x, num_heads=H) + "; chunks (3, 1, 2), after 6 positions"
+    compare("cache.k (the keys of every position so far, in heads)", learner.attr(cache, "k"), k, inputs=inputs,
+            mistakes=[(mistake("cache-overwritten"), lambda: k[:, :, -2:])])
+    compare("cache.v (the values of every position so far, in heads)", learner.attr(cache, "v"), v, inputs=inputs)
+
+
+@check("two caches used in turn stay independent, and cache=None afterwards is a plain pass: the state lives in "
+       "each KVCache, not in the module or the class")
+def check_independent_caches(learner, reference, device):
+    mine, ref = pair(learner, reference, 8, 2, device=device, seed=40)
+    xs = [2 * randn(2, 5, 8, device=device, seed=80 + i) for i in range(2)]  # two sequences (B, T, E)
+    caches = [learner.new("KVCache"), learner.new("KVCache")]
     for start, size in ((0, 2), (2, 1), (3, 2)):
-        for i in (0, 1):
-            with torch.no_grad():
-                out = forward(learner, mine, xs[i][:, start:start + size], caches[i])
-            compare(f"the output of sequence {i}", out, fulls[i][:, start:start + size],
-                    inputs=f"two sequences x {tuple(xs[i].shape)} decoded in turn with a KVCache each "
-                    "(chunks 2, 1, 2), "
-                    f"positions {start} .. {start + size - 1}, float64",
-                    mistakes=decode_mistakes(ref, xs[i][:, :start], xs[i][:, start:start + size], 2))
-    fresh = new_cache(learner)
-    if cache_length(learner, fresh) != 0 or getattr(fresh, "k", 0) is not None:
+        for i, (x, cache) in enumerate(zip(xs, caches)):
+            compare(f"the output of sequence {i}", forward(learner, mine, x[:, start:start + size], cache),
+                    ref(x)[:, start:start + size], inputs=f"two sequences x {tuple(x.shape)} decoded in turn with a "
+                    f"KVCache each (chunks 2, 1, 2), positions {start} .. {start + size - 1}, float64",
+                    mistakes=decode_mistakes(ref, x[:, :start], x[:, start:start + size], 2))
+    x = 2 * randn(2, 4, 8, device=device, seed=82)  # (B, T, E)
+    compare("the output with cache=None", forward(learner, mine, x), ref(x), inputs=describe(x=x, num_heads=2) +
+            ", after two sequences were decoded through caches: forward(x) must not use an earlier cache")
+    if learner.length(caches[0]) != 5 or learner.length(caches[1]) != 5:
+        fail("a forward(x) with cache=None changed a cache used before: without a cache, touch none.")
+    fresh = learner.new("KVCache")
+    if learner.length(fresh) != 0 or learner.attr(fresh, "k") is not None:
         fail("a new KVCache() is not empty after other caches were used: keep k and v on the instance "
              "(set them in __init__), not on the class.")
+
+
+@check("gradients flow through the cache: decoding in chunks gives the full pass's gradients for x and every "
+       "parameter")
+def check_gradients(learner, reference, device):
+    mine, ref = pair(learner, reference, 8, 2, device=device, seed=45)
+    parts = [randn(2, n, 8, device=device, seed=85 + i, requires_grad=True) for i, n in enumerate((3, 1, 2))]
+    cache = learner.new("KVCache")
+    got = [forward(learner, mine, part, cache) for part in parts]  # 3 x (B, T_new, E)
+    if not all(out._worker_requires_grad for out in got):
+        fail("a decoded output is cut off from the graph (no grad_fn): do not detach.")
+    pulls = [projection(out, seed=99 + i) for i, out in enumerate(got)]
+    grads, params = learner.grad(got, pulls, parts, module=mine)
+    full = ref(torch.cat(parts, dim=1))  # (B, 6, E)
+    names = [name for name, _ in ref.named_parameters()]
+    want = torch.autograd.grad(full, parts + list(ref.parameters()), torch.cat(pulls, dim=1))
+    inputs = describe(x=full, num_heads=2) + ", decoded in chunks (3, 1, 2) through one KVCache"
+    labels = [f"x[:, {s}:{s + part.size(1)}]" for s, part in zip((0, 3, 4), parts)] + names
+    for name, grad, expected in zip(labels, [*grads, *(params.get(n) for n in names)], want):
+        if grad is None:
+            fail(f"{name} received no gradient for {inputs}: is part of the computation, or of the cache, detached? "
+                 "The cached keys and values must stay in the graph.")
+        compare(f"the gradient of {name}", grad, expected, inputs=inputs)
+
+
+@check("dropout acts on the weights in training mode only, with a cache and without")
+def check_dropout(learner, reference, device):
+    mine, ref = pair(learner, reference, 8, 2, device=device, seed=50, dropout=0.5)
+    x = 2 * randn(2, 5, 8, device=device, seed=51)  # (B, T, E)
+    inputs = describe(x=x, num_heads=2, dropout=0.5)
+
+    def plain():  # (B, T, E)
+        return forward(learner, mine, x)
+
+    def decoded():  # prefill 3 tokens, then 2 single steps, through a fresh cache: (B, T, E)
+        cache = learner.new("KVCache")
+        return torch.cat([forward(learner, mine, x[:, a:b], cache) for a, b in ((0, 3), (3, 4), (4, 5))], dim=1)
+
+    eval_is_deterministic(learner, "the output", mine, plain, inputs=inputs)  # without a cache: no state to leak
+    for what, run in (("the output", plain), ("the decoded output", decoded)):
+        dropout_train_only(learner, what, mine, run, lambda: ref(x), inputs=inputs,
+                           advice="apply dropout to the attention weights while training (nn.Dropout does this).")

@@ -17,6 +17,7 @@ SDPA_OPS = [
     "_efficient_attention_forward",
 ]
 MHA_OPS = ["multi_head_attention_forward", "_native_multi_head_attention"]
+BACKWARD_KERNELS = "*backward*"   # a pattern: every aten backward kernel (torch._softmax_backward_data, ...)
 
 # catalog name -> (the Python objects to match, the operator names to match)
 RULES: dict[str, tuple[list[str], list[str]]] = {
@@ -26,9 +27,9 @@ RULES: dict[str, tuple[list[str], list[str]]] = {
                                                          MHA_OPS),
     "torch.nn.MultiheadAttention": (["torch.nn.functional.multi_head_attention_forward"], MHA_OPS),
     "torch.nn.TransformerEncoderLayer": ([], ["_transformer_encoder_layer_fwd", *MHA_OPS]),
-    "torch.autograd.grad": (["torch.autograd.grad"], []),
-    "torch.autograd.backward": (["torch.autograd.backward"], []),
-    "torch.Tensor.backward": (["torch.Tensor.backward"], []),
+    "torch.autograd.grad": (["torch.autograd.grad"], [BACKWARD_KERNELS]),
+    "torch.autograd.backward": (["torch.autograd.backward"], [BACKWARD_KERNELS]),
+    "torch.Tensor.backward": (["torch.Tensor.backward"], [BACKWARD_KERNELS]),
 }
 
 
