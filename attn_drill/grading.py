@@ -92,6 +92,7 @@ class GradeReport:
                       + ("" if self.sandbox != "none" else " (graded without a sandbox)"),
             "visibility": "visible",
             "tests": tests,
+            "extra_data": {"exercise": self.exercise, "sandbox": self.sandbox, "device": self.device},
         }
 
 
@@ -147,6 +148,7 @@ class _Run:
     output_total: int = 0
     judge_output: bytearray = field(default_factory=bytearray)
     judge_status: int | None = None  # the judge child's exit code
+    bench: dict | None = None        # the judge's timings, when it ran a bench (attn_drill.bench)
 
     def take(self, record: dict) -> None:
         kind = record.get("type")
@@ -164,6 +166,8 @@ class _Run:
             self.error = record.get("kind")
         elif kind == "internal":
             self.internal = record.get("message", "")
+        elif kind == "bench":
+            self.bench = record
 
     def keep_output(self, data: bytes) -> None:
         self.output_total += len(data)
@@ -250,9 +254,10 @@ class Engine:
             argv = [sys.executable, "-I", str(self.box / "worker.py"), *args]
             env, cwd = boxing.worker_env(str(self.scratch)), str(self.scratch)
         try:
+            # Unsandboxed, the template hears of the supervisor's death (SIGTERM) and ends its grading first.
             self.worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL, pass_fds=(worker_end.fileno(),), env=env,
-                                           cwd=cwd, preexec_fn=boxing.set_limits(None))
+                                           cwd=cwd, preexec_fn=boxing.set_limits(None, signal.SIGTERM))
             self.judge = subprocess.Popen([sys.executable, "-m", "attn_drill.engine.judge", str(judge_end.fileno())],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, pass_fds=(judge_end.fileno(),),
@@ -293,6 +298,19 @@ class Engine:
     def grade(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
               timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY) -> GradeReport:
         """One grading on the warm templates."""
+        started = time.monotonic()
+        run = self.session(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit)
+        checks = _outcomes(run, run.judge_status)
+        passed = bool(checks) and all(c.passed for c in checks)
+        return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
+                           self.sandbox, run.output_text(), run.peak)
+
+    def session(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
+                timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
+                bench: dict | None = None, judge_slack_s: float = JUDGE_SLACK_S) -> _Run:
+        """One fresh judge child and one fresh worker child, joined for one task, within the limits:
+        the hidden checks, or with ``bench`` the judge's bench (:mod:`attn_drill.bench`) in their
+        place. Returns what the supervisor observed."""
         import socket
 
         from attn_drill.engine import sandbox as boxing
@@ -301,7 +319,6 @@ class Engine:
         memory = check_options(device, timeout, memory_limit, "auto")
         learner_file = Path(learner_file)
         source = read_learner_source(learner_file)
-        started = time.monotonic()
         if self.broken:  # a grading stopped a template: start afresh (its processes are all gone)
             self.close()
             self._start()
@@ -326,6 +343,7 @@ class Engine:
             "learner_name": learner_file.name, "defines": list(exercise.defines),
             "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "worker_pid": self.worker_template,
             "worker": {"module_name": f"learner_{exercise.id}", "forbidden": worker_rules(exercise.forbidden)},
+            "bench": bench,
         }
         run = _Run()
         try:
@@ -343,7 +361,7 @@ class Engine:
         try:
             if run.stopped is None:
                 _watch(run, self, results_read, output_read, judge_out_read, memory,
-                       time.monotonic() + timeout + JUDGE_SLACK_S)
+                       time.monotonic() + timeout + judge_slack_s)
         finally:
             self._end_grading(run)
             for fd in (results_read, output_read, judge_out_read):
@@ -351,10 +369,7 @@ class Engine:
             shutil.rmtree(judge_copy.parent, ignore_errors=True)
         if run.error == "no_cuda":
             raise DeviceUnavailable("--device cuda: no CUDA device is available here. Try --device cpu or --device auto.")
-        checks = _outcomes(run, run.judge_status)
-        passed = bool(checks) and all(c.passed for c in checks)
-        return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
-                           self.sandbox, run.output_text(), run.peak)
+        return run
 
     def grading_pids(self) -> list[int]:
         from attn_drill.engine import processes

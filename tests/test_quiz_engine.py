@@ -428,8 +428,8 @@ def test_a_version_1_store_upgrades_in_place(drill_home):
     db.close()
     store = open_store()
     assert store.warnings == []                                  # not treated as damaged
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-    assert store.progress()["ex1"].attempts == 2 and store.take_hint("ex1", 3) == 3
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store.progress()["ex1"].attempts == 2 and store.take_hint("ex1", 3) == 3   # kept, outside any workspace
     store.record_answer("q-1", "masking", correct=False, rating=1, answer="x",
                         review=lambda card: scheduling.review(card, "q-1", 1))
     assert store.due_count() == 1

@@ -140,12 +140,16 @@ def _warm_up(torch) -> None:
 
 def _grade(settings: dict, results_fd: int, requests_fd: int, replies_fd: int, output_fd: int) -> None:
     """One grading, in a forked child of the template."""
+    from attn_drill.engine.sandbox import die_with_parent
+
+    die_with_parent()
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     reporter = Reporter(results_fd)
     code = 3
     try:
-        code = _run_checks(settings, reporter, requests_fd, replies_fd)
+        task = _run_bench if settings.get("bench") else _run_checks
+        code = task(settings, reporter, requests_fd, replies_fd)
     finally:
         sys.stdout.flush()
         os._exit(code)
@@ -200,6 +204,14 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
         )
     reporter.send("done", exit=int(code))
     return int(code)
+
+
+def _run_bench(settings: dict, reporter: Reporter, requests_fd: int, replies_fd: int) -> int:
+    """`attn-drill bench` in place of the checks: the learner's code is timed in the worker, the
+    reference and the built-in here (:func:`attn_drill.bench.judge_bench`)."""
+    from attn_drill.bench import judge_bench
+
+    return judge_bench(settings, reporter, requests_fd, replies_fd)
 
 
 if __name__ == "__main__":

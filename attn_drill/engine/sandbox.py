@@ -27,6 +27,7 @@ from pathlib import Path
 
 BOX = "/box"                      # the worker's read-only folder inside the sandbox
 SCRATCH_BYTES = 64 << 20          # the private /tmp, and the largest file the worker may write
+SHM_BYTES = 16 << 20              # /dev/shm, for libraries that want one
 MAX_PROCESSES = 64
 SYSTEM_DIRS = ("/usr", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
                "/etc/localtime", "/etc/ssl/certs", "/usr/local")
@@ -79,7 +80,9 @@ def protected_paths() -> list[Path]:
     from attn_drill.store import home
 
     paths = [content.PACKAGE_DIR, content.starters_dir(), content.solutions_dir(), Path.home(), home(), Path.cwd()]
-    return [p.resolve() for p in paths]
+    # any copy of the package in a folder the worker reads (an older install's _content, say)
+    paths += [Path(folder) / "attn_drill" for folder in site.getsitepackages()]
+    return list(dict.fromkeys(p.resolve() for p in paths))
 
 
 def readable_dirs() -> list[Path]:
@@ -114,10 +117,13 @@ def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
         if any(hidden != folder and hidden.is_relative_to(folder) for folder in readable) and hidden.exists():
             argv += ["--tmpfs", str(hidden)] if hidden.is_dir() else ["--ro-bind", "/dev/null", str(hidden)]
     argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev",
+             "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
              "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp", "--ro-bind", str(box), BOX]
     if cuda:
         argv += cuda_binds(dev)
-    argv += ["--chdir", "/tmp", "--clearenv", *_env_flags(), "--", sys.executable, "-I", f"{BOX}/worker.py",
+    # Everything but the two size-capped scratch folders is read-only, bwrap's own root included.
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/",
+             "--chdir", "/tmp", "--clearenv", *_env_flags(), "--", sys.executable, "-I", "-u", f"{BOX}/worker.py",
              *worker_args]
     return argv
 
@@ -163,14 +169,15 @@ def has_nvidia(dev: Path = Path("/dev")) -> bool:
     return any(dev.glob("nvidia[0-9]*"))
 
 
-def set_limits(limits: Limits | None):
-    """A preexec function: a new session, death with the parent, no core dumps, and ``limits``."""
+def set_limits(limits: Limits | None, death_signal: int = 9):
+    """A preexec function: a new session, ``death_signal`` when the parent dies, no core dumps,
+    and ``limits``."""
 
     def apply() -> None:
         import resource
 
         os.setsid()
-        _die_with_parent()
+        die_with_parent(death_signal)
         if limits is None:
             return
         for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_CPU", limits.cpu_seconds),
@@ -187,11 +194,11 @@ def set_limits(limits: Limits | None):
     return apply
 
 
-def _die_with_parent() -> None:
+def die_with_parent(signum: int = 9) -> None:
+    """Receive ``signum`` (SIGKILL unless told) when the parent process dies."""
     try:
         import ctypes
-        import signal
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass

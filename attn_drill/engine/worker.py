@@ -2,8 +2,8 @@
 
 It starts inside the sandbox (``attn_drill.engine.sandbox``), imports torch, then answers
 the judge's requests one at a time: import the learner's file, call a function or a method,
-read an attribute, load a state dict, switch train/eval, seed the RNG, take gradients. It
-returns plain data only (see ``wire``): values as JSON, tensors as bytes, learner objects as
+read an attribute, load a state dict, switch train/eval, seed the RNG, take gradients, time a
+call (``attn-drill bench``). It returns plain data only (see ``wire``): values as JSON, tensors as bytes, learner objects as
 opaque handles. It holds no reference solution, no check and no verdict: whatever it sends,
 the judge decides what it is worth.
 
@@ -19,6 +19,7 @@ This file imports nothing of attn-drill but ``wire``, which the sandbox carries 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from time import perf_counter  # bound before any learner code runs, which may rebind time's
@@ -54,6 +55,7 @@ def main() -> None:
     warm_up(torch)
     _prctl(PR_SET_DUMPABLE, 0)      # the learner's processes cannot ptrace or write this one
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever they start, even detached, stays below it
+    signal.signal(signal.SIGTERM, _end_everything)  # sent when the supervisor dies (unsandboxed)
     control.send(b'{"ready": true}')
     while True:
         try:
@@ -88,11 +90,18 @@ def warm_up(torch) -> None:
     load(save({"t": y.detach()}))
 
 
+def _end_everything(signum, frame) -> None:
+    _reap_everything()
+    os._exit(0)
+
+
 def _grading_child(torch, requests: int, replies: int, output: int, limits: dict) -> None:
     """One grading: the learner's code runs here, then this process ends."""
     import resource
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.setsid()
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # it dies with the template
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
@@ -116,12 +125,16 @@ def _grading_child(torch, requests: int, replies: int, output: int, limits: dict
             body, blob = worker.handle(body, blob)
             wire.write_all(replies, wire.frame(body, blob))
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
         os._exit(0)  # skip atexit handlers the learner's code may have registered
 
 
 def _reap_everything() -> None:
     """Kill and reap every process left below the template (the subreaper collects orphans)."""
-    import signal
     import time
 
     for _ in range(200):
@@ -166,7 +179,7 @@ def _children() -> list[int]:
     return found
 
 
-PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 
 
 def _prctl(option: int, value: int) -> None:
