@@ -1,4 +1,11 @@
-"""The exercise catalog: one TOML file, loaded into frozen dataclasses, checked on load."""
+"""The exercise catalog: one TOML file, loaded into frozen dataclasses, checked on load.
+
+Instructors add exercises in packs: folders of their own with the same layout as the built-in
+content (``catalog.toml``, ``exercises/``, ``solutions/``, ``checks/``, ``questions/``), named
+by ``--pack DIR`` (repeatable) or ``ATTN_DRILL_PACKS`` (paths joined by the OS path
+separator). A pack's ids cannot shadow built-in ones; a broken pack is reported (by
+``attn-drill validate``, with the file and field) and left out, never breaking the rest.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class Exercise:
     defines: tuple[str, ...]     # names the learner's file must define
     forbidden: tuple[str, ...]   # dotted names that raise "write this yourself" while learner code runs
     hints: tuple[str, ...]       # progressive: vaguest first
+    pack: Path | None = None     # the pack folder it comes from; None: built in
 
     @property
     def number(self) -> int:
@@ -48,15 +56,15 @@ class Exercise:
 
     @property
     def starter_path(self) -> Path:
-        return content.starters_dir() / self.file_name
+        return (self.pack / "exercises" if self.pack else content.starters_dir()) / self.file_name
 
     @property
     def solution_path(self) -> Path:
-        return content.solutions_dir() / self.file_name
+        return (self.pack / "solutions" if self.pack else content.solutions_dir()) / self.file_name
 
     @property
     def checks_path(self) -> Path:
-        return content.CHECKS_DIR / self.file_name
+        return (self.pack / "checks" if self.pack else content.CHECKS_DIR) / self.file_name
 
 
 _FIELDS = {
@@ -65,7 +73,7 @@ _FIELDS = {
 }
 
 
-def _parse_entry(raw: dict, position: int, source: Path) -> Exercise:
+def _parse_entry(raw: dict, position: int, source: Path, pack: Path | None = None) -> Exercise:
     where = f"{source.name}: exercise #{position} ({raw.get('id', '?')})"
     missing = sorted(set(_FIELDS) - set(raw))
     unknown = sorted(set(raw) - set(_FIELDS))
@@ -87,20 +95,71 @@ def _parse_entry(raw: dict, position: int, source: Path) -> Exercise:
     if not raw["defines"]:
         raise ContentError(f"{where}: 'defines' must name what the learner writes.")
     lists = {key: tuple(str(item) for item in raw[key]) for key in ("defines", "forbidden", "hints")}
-    return Exercise(**{**raw, **lists})
+    return Exercise(**{**raw, **lists}, pack=pack)
 
 
-@lru_cache(maxsize=4)
-def load_catalog(path: Path = content.CATALOG_FILE) -> tuple[Exercise, ...]:
-    """Read and check the catalog; raises ContentError naming the entry and field."""
+_packs: list[Path] = []   # set by the CLI's --pack; ATTN_DRILL_PACKS adds to it
+
+
+def use_packs(folders) -> None:
+    """Make these pack folders part of the catalog (the CLI's --pack)."""
+    _packs[:] = [Path(folder).expanduser().resolve() for folder in folders]
+
+
+def pack_folders() -> list[Path]:
+    import os
+
+    from_env = [Path(p).expanduser().resolve() for p in os.environ.get("ATTN_DRILL_PACKS", "").split(os.pathsep) if p]
+    return list(dict.fromkeys([*_packs, *from_env]))
+
+
+def load_catalog(path: Path | None = None) -> tuple[Exercise, ...]:
+    """The built-in catalog (or the one at ``path``) and every pack's exercises that load."""
+    if path is not None:
+        return _read_catalog(path)
+    return _catalog_with_packs(tuple(pack_folders()))[0]
+
+
+def pack_problems() -> list[str]:
+    """What is wrong with the packs in use, one line each naming the file and field."""
+    return list(_catalog_with_packs(tuple(pack_folders()))[1])
+
+
+@lru_cache(maxsize=8)
+def _catalog_with_packs(packs: tuple[Path, ...]) -> tuple[tuple[Exercise, ...], tuple[str, ...]]:
+    exercises = list(_read_catalog(content.CATALOG_FILE))
+    problems = []
+    for folder in packs:
+        try:
+            if not (folder / "catalog.toml").is_file():
+                raise ContentError(f"{folder}: not a pack (no catalog.toml). `attn-drill new ID --pack {folder}` "
+                                   "starts one.")
+            found = _read_catalog(folder / "catalog.toml", pack=folder)
+        except ContentError as problem:
+            problems.append(f"pack {problem}")
+            continue
+        for exercise in found:
+            taken = next((ex for ex in exercises if ex.id == exercise.id or ex.name == exercise.name), None)
+            if taken is not None:
+                where = "built in" if taken.pack is None else f"in {taken.pack}"
+                problems.append(f"pack {folder / 'catalog.toml'}: {exercise.id} ({exercise.name}) is already "
+                                f"{where}; give it another id and name.")
+            else:
+                exercises.append(exercise)
+    return tuple(sorted(exercises, key=lambda ex: ex.number)), tuple(problems)
+
+
+@lru_cache(maxsize=16)
+def _read_catalog(path: Path, pack: Path | None = None) -> tuple[Exercise, ...]:
+    """Read and check one catalog file; raises ContentError naming the entry and field."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ContentError(f"cannot read the catalog {path}: {exc}") from None
     if data.get("format_version") != FORMAT_VERSION:
-        raise ContentError(f"{path.name}: format_version must be {FORMAT_VERSION}.")
+        raise ContentError(f"{path}: format_version must be {FORMAT_VERSION}.")
     entries = data.get("exercises", [])
-    exercises = sorted((_parse_entry(raw, i, path) for i, raw in enumerate(entries, start=1)),
+    exercises = sorted((_parse_entry(raw, i, path, pack) for i, raw in enumerate(entries, start=1)),
                        key=lambda ex: ex.number)
     for field in ("id", "name"):
         values = [getattr(ex, field) for ex in exercises]

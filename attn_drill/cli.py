@@ -83,6 +83,9 @@ def status(
                                                  "(default: the locale; LANG=zh_CN.UTF-8 gives zh).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    pack: Annotated[Optional[list[Path]], typer.Option("--pack", help="An exercise pack folder to use beside the "
+                                                       "built-in content (repeatable; or ATTN_DRILL_PACKS). Any "
+                                                       "command takes it, before or after its name.")] = None,
 ) -> None:
     """Show progress: exercises passed, the next one, quiz cards due.
 
@@ -90,7 +93,11 @@ def status(
     Example:
       attn-drill
       attn-drill --lang zh list"""
-    _settings["lang"] = lang.value if lang else None
+    _settings["lang"] = _settings["lang"] or (lang.value if lang else None)
+    if pack:
+        from attn_drill.catalog import use_packs
+
+        use_packs(pack)
     if ctx.invoked_subcommand is not None:
         return
     store = _store()
@@ -306,20 +313,34 @@ def stats(
 
 @app.command()
 def validate(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see the CLI contract).")] = False,
-    jobs: Annotated[int, typer.Option(help="Gradings to run at once.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (its shape: docs/json.md).")] = False,
+    jobs: Annotated[int, typer.Option(help="Gradings to run at once (default: the number of cores).")] = 0,
+    mutants: Annotated[bool, typer.Option("--mutants", help="Also run the mutation audit: every reference's "
+                                          "mutants must fail its checks.")] = False,
+    exercise: Annotated[Optional[list[str]], typer.Option("--exercise", "-e", help="With --mutants: only this "
+                                                          "exercise (repeatable).", autocompletion=_exercise_ids)] = None,
 ) -> None:
-    """Prove the content: schemas, references pass, starters fail.  Example: attn-drill validate"""
-    from attn_drill.validation import ValidationReport, validate_exercises, validate_questions
+    """Prove the content: schemas, references pass, starters fail, mutants are caught.
+
+    \b
+    Example:
+      attn-drill validate
+      attn-drill validate --mutants --exercise ex2 --json"""
+    from attn_drill.validation import ValidationReport, validate_exercises, validate_mutants, validate_questions
 
     result = ValidationReport()
     validate_questions(result)
+    with err.status("grading every reference and starter...") as spinner:
+        def progress(done: str) -> None:
+            if not as_json:
+                spinner.update(f"graded {done}")
+
+        validate_exercises(result, jobs=jobs, on_progress=progress)
+        if mutants:
+            validate_mutants(result, jobs=jobs, only=exercise, on_progress=progress)
     if as_json:
-        validate_exercises(result, jobs=jobs)
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        with err.status("grading every reference and starter...") as spinner:
-            validate_exercises(result, jobs=jobs, on_progress=lambda done: spinner.update(f"graded {done}"))
         render.validation(out, result)
     raise typer.Exit(1 if result.problems else 0)
 
@@ -335,8 +356,8 @@ def watch(
     """Check the current exercise on every save, and move on when it passes.
 
     Keys: h shows the next hint, q (or Ctrl-C) quits; with --manual, Enter checks again. One
-    warm grader serves the whole session, so a check takes a fraction of a second; progress
-    is saved after every check.
+    warm grader serves the whole session (torch is imported once, not per save); a save made
+    while a check runs stops it and is checked at once. Progress is saved after every check.
 
     \b
     Example:
@@ -351,11 +372,200 @@ def watch(
     raise typer.Exit(0)
 
 
+@app.command()
+def gradescope(
+    exercise: ExerciseArg,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the bundle: new, empty, or a bundle written before.")],
+    make_zip: Annotated[bool, typer.Option("--zip", help="Also write autograder.zip in it, ready to upload.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds a submission's code may run.")] = DEFAULT_TIMEOUT_S,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="Memory a submission's code may use, e.g. 2GiB.")] = DEFAULT_MEMORY,
+) -> None:
+    """Write a Gradescope autograder bundle for one exercise (docs/gradescope.md).
+
+    setup.sh installs the CPU build of torch, the pinned dependencies and this attn-drill, as
+    a wheel; run_autograder grades the submitted file and writes results.json.
+
+    \b
+    Example:
+      attn-drill gradescope ex2 --out gradescope-ex2 --zip"""
+    from attn_drill.gradescope import write_bundle
+
+    with err.status("building attn-drill's wheel for the bundle..."):
+        bundle = write_bundle(exercise, out_dir, make_zip=make_zip, timeout=timeout, memory_limit=memory_limit)
+    out.print(f"{bundle.exercise.id}: Gradescope autograder written to {bundle.folder}", markup=False)
+    for name in bundle.files:
+        out.print(f"  {name}", markup=False)
+    out.print(f"Upload {bundle.zip_path}." if bundle.zip_path else
+              "Zip its files (not the folder) and upload the archive, or run again with --zip.", markup=False)
+
+
+@app.command()
+def bench(
+    exercise: ExerciseArg,
+    file: Annotated[Optional[Path], typer.Option(help="Time this file instead of the workspace's.")] = None,
+    device: Annotated[Device, typer.Option(help="Where to run: cuda when present (auto), cpu or cuda.")] = Device.auto,
+    lengths: Annotated[Optional[str], typer.Option(help="Sequence lengths: 128,256,512 or 128..4096 (doubling); "
+                                                        "default 128..4096 on CPU, 512..16384 on CUDA.")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs per length; the median is shown.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before them.")] = 1,
+    plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG of time and memory against L "
+                                                      "(needs matplotlib: pip install 'attn-drill[plot]').")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds your code may run in all.")] = DEFAULT_TIMEOUT_S,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="Memory your code may use, e.g. 2GiB.")] = DEFAULT_MEMORY,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show what your code printed.")] = False,
+) -> None:
+    """Time your code against the reference and PyTorch's built-in, over growing lengths.
+
+    For ex1, ex2, ex6, ex9 and ex10: the median time and the peak memory at each length, and
+    how both grow with L. Your code runs in the sandboxed worker, as in `check`; each series
+    stops before a length past its time or memory budget. Exit code 1 when your code fails.
+
+    \b
+    Example:
+      attn-drill bench ex10 --lengths 256..4096 --plot ex10.png"""
+    from attn_drill import bench as benching
+
+    if plot is not None:
+        benching.require_plotting()  # before the minutes of timing, not after
+    options = {"file": file, "device": device.value, "lengths": benching.parse_lengths(lengths), "runs": runs,
+               "warmup": warmup, "timeout": timeout, "memory_limit": memory_limit}
+    if as_json:
+        report = benching.bench_exercise(exercise, **options)
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        with err.status(f"timing {exercise}: your code, the reference and the built-in..."):
+            report = benching.bench_exercise(exercise, **options)
+        render.bench(out, report, verbose=verbose, lang=_lang())
+    if plot is not None and report.problem is None:
+        benching.write_plot(report, plot)
+        if not as_json:
+            out.print(f"Plot written to {plot}.", markup=False)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def new(exercise: Annotated[str, typer.Argument(help="The new exercise's id and name: ex14 or ex14_rope_scaling.")]) -> None:
+    """Scaffold an exercise in your pack: statement, reference, starter, checks, catalog entry.
+
+    The pack is the folder given with --pack (made if missing); `attn-drill validate --pack DIR`
+    then proves the scaffold: its reference passes, its starter fails.
+
+    \b
+    Example:
+      attn-drill new ex14_rope_scaling --pack ~/my-pack"""
+    from attn_drill.authoring import new_exercise
+    from attn_drill.catalog import pack_folders
+
+    packs = pack_folders()
+    if not packs:
+        raise DrillError("say which pack folder to write into: `attn-drill new EX --pack DIR`.")
+    made = new_exercise(exercise, packs[0])
+    render.scaffold(out, made)
+
+
+def _global_options(args: list[str]) -> list[str]:
+    """Take --pack DIR and --lang L from anywhere on the line (every command accepts them, before
+    or after its name); return the rest for the commands. Quiz's own --lang stays its own."""
+    from attn_drill.catalog import use_packs
+
+    packs, rest, i = [], [], 0
+    _settings["lang"] = None   # each run starts afresh (tests call main() many times in one process)
+    command = next((a for a in args if not a.startswith("-")), None)
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in ("--pack", "--lang") and (eq or i + 1 < len(args)) and not (name == "--lang" and command == "quiz"):
+            value = value if eq else args[i + 1]
+            if name == "--pack":
+                packs.append(value)
+            elif value not in ("en", "zh"):
+                raise DrillError(f"--lang must be en or zh, got '{value}'.")
+            else:
+                _settings["lang"] = value
+            i += 1 if eq else 2
+            continue
+        rest.append(arg)
+        i += 1
+    use_packs(packs)
+    return rest
+
+
+class GradeFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def grade(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of submissions: a .py file per student "
+                                                               "(named by its stem) or a folder per student.")],
+    exercise: Annotated[str, typer.Option("--exercise", "-e", help="Exercise the submissions are for: ex2, ex02 or "
+                                                                   "its name.", autocompletion=_exercise_ids)],
+    output_format: Annotated[GradeFormat, typer.Option("--format", help="table (for people), csv or json "
+                                                                        "(its shape: docs/json.md).")] = GradeFormat.table,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the CSV or JSON to this file (atomically) "
+                                                                   "instead of printing it.")] = None,
+    jobs: Annotated[int, typer.Option(help="Gradings at once (default: the number of cores).")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds each submission's code may run.")] = DEFAULT_TIMEOUT_S,
+    memory_limit: Annotated[str, typer.Option("--memory-limit", help="Memory each submission's code may use, "
+                                                                     "e.g. 2GiB or 512MiB.")] = DEFAULT_MEMORY,
+    device: Annotated[Device, typer.Option(help="Where to run the checks: cuda when present (auto), cpu or cuda.")] = Device.auto,
+    allow_unsandboxed: Annotated[bool, typer.Option("--allow-unsandboxed", help="Grade even where bubblewrap cannot "
+                                                    "run: the submissions' code then runs as you.")] = False,
+) -> None:
+    """Grade a folder of submissions to one exercise, in parallel, with the hidden checks.
+
+    Each submission runs in a sandboxed worker of its own: a crash, a hang or tampering fails
+    that submission only. One row per student: checks passed, score, time, the first failure
+    reasons. Exit code: 0 when every submission passed, 1 otherwise, 2 on usage errors.
+
+    \b
+    Example:
+      attn-drill grade submissions/ --exercise ex2 --format csv --out grades.csv"""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from attn_drill.batch import grade_folder
+    from attn_drill.workspace import write_atomically
+
+    if out_file is not None and output_format is GradeFormat.table:
+        guessed = {".csv": GradeFormat.csv, ".json": GradeFormat.json}.get(out_file.suffix.lower())
+        if guessed is None:
+            raise DrillError("--out writes CSV or JSON: add --format csv or --format json.")
+        output_format = guessed
+    if out_file is not None and out_file.is_dir():
+        raise DrillError(f"--out {out_file} is a folder; name the file to write.")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("finding submissions", total=None)
+
+        def advance(stage: str, done: int, total: int) -> None:
+            words = "starting the graders" if stage == "starting" else f"grading {exercise}"
+            progress.update(task, description=words, completed=done, total=total)
+
+        report = grade_folder(folder, exercise, jobs=jobs, device=device.value, timeout=timeout,
+                              memory_limit=memory_limit, allow_unsandboxed=allow_unsandboxed, on_progress=advance)
+    if output_format is GradeFormat.table:
+        render.grade_table(out, report, lang=_lang())
+    else:
+        text = report.to_csv() if output_format is GradeFormat.csv else json.dumps(report.to_dict(), indent=2) + "\n"
+        if out_file is None:
+            sys.stdout.write(text)
+            if report.sandbox == "none":
+                err.print(render.GRADE_WORDS[_lang()]["unsandboxed"], style="yellow", markup=False)
+        else:
+            write_atomically(out_file, text)
+            render.grade_table(err, report, written=out_file, lang=_lang())
+    raise typer.Exit(0 if report.passed else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
     try:
+        args = _global_options(list(args))
         code = app(args=args, prog_name="attn-drill", standalone_mode=False)
     except DrillError as error:
         if verbose:

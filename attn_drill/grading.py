@@ -61,6 +61,7 @@ class GradeReport:
     output: str = ""              # what the learner's code printed (head and tail)
     peak_memory: int = 0          # the worker tree's largest resident size, in bytes
     questions_due: int = 0        # quiz questions on the named mistakes' concepts, made due now
+    differs: bool | None = None   # the mutation audit: did some answer differ from the reference's?
 
     @property
     def mistakes(self) -> list[str]:
@@ -148,6 +149,7 @@ class _Run:
     output_total: int = 0
     judge_output: bytearray = field(default_factory=bytearray)
     judge_status: int | None = None  # the judge child's exit code
+    differs: bool | None = None      # with a tape to compare: some answer differed from the recorded one
     bench: dict | None = None        # the judge's timings, when it ran a bench (attn_drill.bench)
 
     def take(self, record: dict) -> None:
@@ -162,6 +164,7 @@ class _Run:
             self.device = record.get("device", "cpu")
         elif kind == "done":
             self.done = True
+            self.differs = record.get("differs")
         elif kind == "error":
             self.error = record.get("kind")
         elif kind == "internal":
@@ -296,18 +299,22 @@ class Engine:
         self.ready = True
 
     def grade(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
-              timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY) -> GradeReport:
-        """One grading on the warm templates."""
+              timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
+              tape: dict | None = None) -> GradeReport:
+        """One grading on the warm templates. With ``tape`` ({"record": path} or {"compare":
+        path}), the judge records every answer of the worker, or compares each with the recorded
+        one: ``report.differs`` says whether any differed (the mutation audit's probe)."""
         started = time.monotonic()
-        run = self.session(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit)
+        run = self.session(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit,
+                           tape=tape)
         checks = _outcomes(run, run.judge_status)
         passed = bool(checks) and all(c.passed for c in checks)
         return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
-                           self.sandbox, run.output_text(), run.peak)
+                           self.sandbox, run.output_text(), run.peak, differs=run.differs)
 
     def session(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
                 timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
-                bench: dict | None = None, judge_slack_s: float = JUDGE_SLACK_S) -> _Run:
+                bench: dict | None = None, judge_slack_s: float = JUDGE_SLACK_S, tape: dict | None = None) -> _Run:
         """One fresh judge child and one fresh worker child, joined for one task, within the limits:
         the hidden checks, or with ``bench`` the judge's bench (:mod:`attn_drill.bench`) in their
         place. Returns what the supervisor observed."""
@@ -343,7 +350,7 @@ class Engine:
             "learner_name": learner_file.name, "defines": list(exercise.defines),
             "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "worker_pid": self.worker_template,
             "worker": {"module_name": f"learner_{exercise.id}", "forbidden": worker_rules(exercise.forbidden)},
-            "bench": bench,
+            "bench": bench, "tape": tape,
         }
         run = _Run()
         try:
@@ -431,7 +438,7 @@ class Pool:
         return self.engines[0].sandbox
 
     def grade_all(self, jobs: list[tuple[Exercise, Path]], *, on_done=lambda index, report: None,
-                  **options) -> list[GradeReport]:
+                  tape_for=lambda index: None, **options) -> list[GradeReport]:
         """Grade every (exercise, file); reports in the order given. ``on_done`` hears of each
         as it finishes. A DrillError for one file (not a Python file, say) stops nothing else:
         that file's report has one failed check saying why."""
@@ -446,7 +453,7 @@ class Pool:
             exercise, path = jobs[index]
             engine = free.get()
             try:
-                report = engine.grade(exercise, path, **options)
+                report = engine.grade(exercise, path, tape=tape_for(index), **options)
             except DeviceUnavailable:
                 raise
             except DrillError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -204,6 +205,16 @@ def reset(console: Console, exercise, path: Path, backup: Path | None, lang: str
                        + (words["backup"].format(backup=backup) if backup else "")))
 
 
+def scaffold(console: Console, made) -> None:
+    """What `attn-drill new` wrote, and the two commands to run next."""
+    console.print(Text(f"{made.id}: scaffold written:", style="bold"))
+    for path in made.files:
+        console.print(Text(f"  {path}"))
+    pack = shlex.quote(str(made.files[0].parent))
+    console.print(Text(f"Next: fill in the TODOs, then `attn-drill validate --pack {pack}` (its reference must pass, "
+                       f"its starter fail) and `attn-drill validate --mutants --exercise {made.id} --pack {pack}`."))
+
+
 def status(console: Console, rows: list[ExerciseRow], next_id: str | None, due: int | None, lang: str = "en") -> None:
     words = WORDS[lang]
     passed = sum(row.status == "passed" for row in rows)
@@ -228,6 +239,9 @@ def validation(console: Console, result: ValidationReport) -> None:
                       + ", ".join(f"{kind} {n}" for kind, n in sorted(q["by_kind"].items()))
                       + f"; missing Chinese text: {q['zh_missing']}.")
         question_form(console, result.questions, result.warnings)
+    for exercise, found in result.mutants.items():
+        console.print(Text(f"{exercise} mutants: {found['killed']} killed, {found['equivalent']} equivalent, "
+                           f"{len(found['survived'])} survived", style="red" if found["survived"] else ""))
     for problem in result.problems:
         console.print(Text.assemble(("problem: ", "red"), problem))
     console.print("[bold green]Content is valid.[/]" if not result.problems else
@@ -617,3 +631,402 @@ def question_form(console: Console, questions: dict, warnings: list[str]) -> Non
                       f"35-65%); multiple-answer questions by keys: {keys}.", highlight=False)
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+# -- watch -----------------------------------------------------------------------------------
+
+WATCH_TEXT = {
+    "en": {
+        "title": "attn-drill watch · {id} {title} · {file}",
+        "keys": "save the file to check it · h hint · q quit", "keys_manual": "Enter check · h hint · q quit",
+        "lines": "Watching {file}: save it to check it again. Type h then Enter for a hint, q then Enter to quit.",
+        "lines_manual": "{file}: press Enter to check it again, h then Enter for a hint, q then Enter to quit.",
+        "checking": "checking {id}…", "passed": "✓ {id} passed.", "changed": "{file} changed: back to {id}.",
+        "done": "Every exercise has passed: all done!", "stopped": "Stopped watching.",
+    },
+    "zh": {
+        "title": "attn-drill watch · {id} {title} · {file}",
+        "keys": "保存文件即检查 · h 提示 · q 退出", "keys_manual": "回车 检查 · h 提示 · q 退出",
+        "lines": "正在监视 {file}：保存即重新检查。输入 h 回车看提示，q 回车退出。",
+        "lines_manual": "{file}：按回车重新检查，输入 h 回车看提示，q 回车退出。",
+        "checking": "正在检查 {id}…", "passed": "✓ {id} 已通过。", "changed": "{file} 有改动：回到 {id}。",
+        "done": "所有练习都已通过：全部完成！", "stopped": "已停止监视。",
+    },
+}
+
+
+class _Drawn:
+    """A renderable made by one of this module's print-style functions, drawn at the width
+    it is given (so rich Live can show a report exactly as `check` prints it)."""
+
+    def __init__(self, draw):
+        self.draw = draw
+
+    def __rich_console__(self, console: Console, options):
+        import io
+
+        canvas = Console(file=io.StringIO(), width=options.max_width, color_system=console.color_system,
+                         force_terminal=console.is_terminal, highlight=False, emoji=False, soft_wrap=False)
+        self.draw(canvas)
+        yield Text.from_ansi(canvas.file.getvalue().rstrip("\n"))
+
+
+class WatchKeys:
+    """The learner's keys for `attn-drill watch`, read on a thread and handed to the watcher:
+    from a terminal, single keys without Enter (cbreak mode; Ctrl-C still interrupts); from a
+    pipe, lines (``h``, ``q``, an empty line to check again). ``q`` in a terminal quits at once;
+    from a pipe, in order. The end of piped input quits in manual mode (nothing more can come)
+    and only stops reading keys otherwise (saves are still followed)."""
+
+    def __init__(self, watcher, *, manual: bool = False, stream=None):
+        import sys
+        import threading
+
+        self.watcher, self.manual = watcher, manual
+        self.stream = sys.stdin if stream is None else stream
+        self.stop = threading.Event()
+        self.saved = None   # the terminal's settings, restored on exit
+        try:
+            self.fd = self.stream.fileno() if self.stream is not None else None
+        except (AttributeError, OSError, ValueError):
+            self.fd = None   # an in-memory stream (typer's CliRunner)
+        self.tty = self.fd is not None and self.stream.isatty()
+        self.thread = threading.Thread(target=self._run, name="attn-drill-watch-keys", daemon=True)
+
+    def __enter__(self) -> WatchKeys:
+        if self.tty:
+            import termios
+            import tty
+
+            try:
+                self.saved = termios.tcgetattr(self.fd)
+                tty.setcbreak(self.fd)
+            except termios.error:
+                self.tty, self.saved = False, None
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.saved is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        self.thread.join(timeout=0.5)
+
+    def _run(self) -> None:
+        from attn_drill.watch import HINT, QUIT, RECHECK
+
+        if self.stream is None:
+            return self._ended()
+        if self.tty:
+            keys = {"h": HINT, "H": HINT, "\r": RECHECK, "\n": RECHECK}
+            for chunk in self._chunks():
+                for key in chunk.decode(errors="ignore"):
+                    if key in "qQ\x04":   # q, or Ctrl-D
+                        return self.watcher.quit()
+                    if key in keys:
+                        self.watcher.send(keys[key])
+            return None
+        words = {"": RECHECK, "c": RECHECK, "check": RECHECK, "h": HINT, "hint": HINT,
+                 "q": QUIT, "quit": QUIT, "exit": QUIT}
+        for line in self._lines():
+            command = words.get(line.strip().lower())
+            if command is not None:
+                self.watcher.send(command)
+            if command == QUIT:
+                return None
+        return self._ended()
+
+    def _ended(self) -> None:
+        if self.manual and not self.stop.is_set():
+            self.watcher.send(None)
+
+    def _chunks(self):
+        """Bytes from the file descriptor as they come, until EOF or exit (select, so the
+        thread never sits inside a Python file object's lock at interpreter exit)."""
+        import os
+        import select
+
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                data = os.read(self.fd, 1024)
+                if not data:
+                    return
+                yield data
+
+    def _lines(self):
+        if self.fd is None:
+            yield from iter(self.stream.readline, "")
+            return
+        pending = b""
+        for data in self._chunks():
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
+
+
+def watch(console: Console, watcher, *, manual: bool = False, lang: str = "en") -> None:
+    """`attn-drill watch`'s terminal: keys in (:class:`WatchKeys`), the watcher's events out.
+    On a terminal the view is redrawn in place (rich Live); into a pipe, each report is
+    printed in turn. Returns when the learner quits (q, Ctrl-C, the end of input with
+    ``manual``) or every exercise has passed."""
+    words = WATCH_TEXT[lang]
+    with WatchKeys(watcher, manual=manual):
+        try:
+            if console.is_terminal:
+                _watch_live(console, watcher, manual, lang)
+            else:
+                _watch_lines(console, watcher, manual, lang)
+        except KeyboardInterrupt:
+            console.print(Text(words["stopped"], style="dim"))
+            return
+    console.print(Text(words["done" if watcher.current is None else "stopped"],
+                       style="bold green" if watcher.current is None else "dim"))
+
+
+class _WatchView:
+    """What the live view shows: the current exercise, the last report, hint, problem."""
+
+    def __init__(self, watcher, manual: bool, lang: str):
+        self.watcher, self.manual, self.lang = watcher, manual, lang
+        self.words = WATCH_TEXT[lang]
+        self.exercise = watcher.current
+        self.banner: Text | None = None
+        self.report = self.following = self.hint = self.problem = None
+        self.checking = False
+        self.due = 0
+
+    def take(self, event) -> None:
+        words = self.words
+        if event.kind == "moved":
+            self.exercise, self.report, self.hint, self.problem, self.due = event.exercise, None, None, None, 0
+            self.banner = (Text(words["passed"].format(id=event.previous.id), style="bold green")
+                           if event.message == "passed" else
+                           Text(words["changed"].format(file=event.exercise.file_name, id=event.exercise.id),
+                                style="yellow"))
+        elif event.kind == "grading":
+            self.checking = True
+        elif event.kind == "graded":
+            self.report, self.following, self.problem, self.checking, self.due = (event.report, event.following,
+                                                                                  None, False, 0)
+        elif event.kind == "due":
+            self.due = event.questions_due
+        elif event.kind == "hint":
+            self.hint = event.hint
+        elif event.kind == "problem":
+            self.problem, self.checking = event.message, False
+
+    def __rich__(self):
+        from rich.console import Group
+
+        words, exercise = self.words, self.exercise
+        parts: list = []
+        if exercise is not None:
+            file = Path(self.watcher.file_for(exercise))
+            parts.append(Text.assemble((words["title"].format(id=exercise.id, title=_title(exercise, self.lang),
+                                                              file=f"exercises/{file.name}"), "bold"),
+                                       "  ", (words["keys_manual" if self.manual else "keys"], "dim")))
+        if self.banner is not None:
+            parts.append(self.banner)
+        parts.append(Text(""))
+        if self.report is not None:
+            report_, following, lang = self.report, self.following, self.lang
+            parts.append(_Drawn(lambda canvas: report(canvas, report_, following=following, lang=lang)))
+        if self.due:
+            due, lang = self.due, self.lang
+            parts.append(_Drawn(lambda canvas: questions_due(canvas, due, lang)))
+        if self.problem:
+            parts.append(Text(self.problem, style="yellow"))
+        if self.hint is not None:
+            shown, lang = self.hint, self.lang
+            parts.append(_Drawn(lambda canvas: hint(canvas, shown, lang)))
+        if self.checking and exercise is not None:
+            parts.append(Text(words["checking"].format(id=exercise.id), style="cyan"))
+        return Group(*parts)
+
+
+def _watch_live(console: Console, watcher, manual: bool, lang: str) -> None:
+    from rich.live import Live
+
+    view = _WatchView(watcher, manual, lang)
+    with Live(view, console=console, auto_refresh=False, transient=False, redirect_stdout=False,
+              redirect_stderr=False, vertical_overflow="visible") as live:
+        live.refresh()
+        for event in watcher.events():
+            view.take(event)
+            live.refresh()
+
+
+def _watch_lines(console: Console, watcher, manual: bool, lang: str) -> None:
+    words = WATCH_TEXT[lang]
+
+    def keys(exercise) -> None:
+        if exercise is not None:
+            name = f"exercises/{exercise.file_name}"
+            console.print(Text(words["lines_manual" if manual else "lines"].format(file=name), style="dim"))
+
+    keys(watcher.current)
+    for event in watcher.events():
+        if event.kind == "graded":
+            report(console, event.report, following=event.following, lang=lang)
+            if not event.report.passed:
+                keys(event.exercise)
+        elif event.kind == "due":
+            questions_due(console, event.questions_due, lang)
+        elif event.kind == "moved":
+            console.print(Text(words["passed"].format(id=event.previous.id), style="bold green")
+                          if event.message == "passed" else
+                          Text(words["changed"].format(file=event.exercise.file_name, id=event.exercise.id),
+                               style="yellow"))
+        elif event.kind == "hint":
+            hint(console, event.hint, lang)
+        elif event.kind == "problem":
+            console.print(Text(event.message, style="yellow"))
+
+
+if TYPE_CHECKING:
+    from attn_drill.bench import BenchReport
+
+BENCH_WORDS = {
+    "en": {
+        "head": "median of {runs} after {warmup} warm-up", "names": ("yours", "reference", "built-in"),
+        "time": "time ~", "memory": "memory ~", "builtin": "built-in: {label}",
+        "nothing": "Nothing to time yet.", "fix": "Fix it, then bench again; `attn-drill check {id}` says more.",
+        "at": "At L={n} your code takes [bold]{time:.1f}×[/] the built-in's time",
+        "and_memory": " and [bold]{memory:.1f}×[/] its memory",
+        "quadratic": " Your memory grows as L^{k:.1f}: an L x L matrix is held, which is where O(L^2) memory bites.",
+        "legend": "Each cell: the median time, then the peak memory beyond the inputs. Your code runs under the "
+                  "forbidden-API guard, a hook on every operation, which shows at small L. Times only: "
+                  "`attn-drill check {id}` says whether your code is right.",
+    },
+    "zh": {
+        "head": "{warmup} 次预热后 {runs} 次运行的中位数", "names": ("你的代码", "参考答案", "内置实现"),
+        "time": "时间 ~", "memory": "内存 ~", "builtin": "内置实现：{label}",
+        "nothing": "还没有可以计时的代码。", "fix": "修正后再运行 bench；`attn-drill check {id}` 会给出更多信息。",
+        "at": "在 L={n} 时，你的代码用时是内置实现的 [bold]{time:.1f}×[/]",
+        "and_memory": "，内存是它的 [bold]{memory:.1f}×[/]",
+        "quadratic": "你的内存按 L^{k:.1f} 增长：代码持有一个 L x L 矩阵，这正是 O(L^2) 内存开始吃紧的地方。",
+        "legend": "每格：时间的中位数，其下是输入之外的峰值内存。你的代码在禁用 API 守卫下运行，每个算子都会被拦截"
+                  "检查，L 较小时这部分开销较明显。这里只计时：代码是否正确请看 `attn-drill check {id}`。",
+    },
+}
+
+
+def bench(console: Console, result: BenchReport, *, verbose: bool = False, lang: str = "en") -> None:
+    """`attn-drill bench`: one row per implementation, one column per length (the median time
+    over the peak memory), how each grows with L, then the comparison with the built-in."""
+    words, common = BENCH_WORDS[lang], WORDS[lang]
+    console.print(Text.assemble((result.exercise, "bold"), f" · {Path(result.file).name} · {result.device} · "
+                                f"{result.inputs} · " + words["head"].format(runs=result.runs, warmup=result.warmup)))
+    if result.sandbox == "none":
+        console.print(Text(common["unsandboxed"], style="yellow"))
+    if result.problem:
+        console.print(Text(result.problem, style="red"))
+        console.print(Text.assemble((words["nothing"], "bold red"), " ", words["fix"].format(id=result.exercise)))
+    else:
+        names = dict(zip(("yours", "reference", "builtin"), words["names"]))
+        table = Table(title=f"attn-drill bench {result.exercise}")
+        table.add_column("", no_wrap=True)
+        for length in result.lengths:
+            table.add_column(f"L={length}", justify="right", no_wrap=True)
+        table.add_column(words["time"], justify="right", no_wrap=True)
+        table.add_column(words["memory"], justify="right", no_wrap=True)
+        for series in result.series:
+            cells = [f"{_duration(p.median_s)}\n{_memory(p.peak_bytes)}" if p else "—"
+                     for p in map(series.at, result.lengths)]
+            growth = [f"L^{k:.1f}" if k is not None else "—" for k in map(series.growth, ("time", "memory"))]
+            table.add_row(Text(names.get(series.key, series.key), style="bold" if series.key == "yours" else ""),
+                          *cells, *growth)
+        console.print(table)
+        builtin = result.series_named("builtin")
+        if builtin is not None:
+            console.print(Text(words["builtin"].format(label=builtin.label), style="dim"))
+        for series in result.series:
+            if series.stopped:
+                console.print(Text(f"{names.get(series.key, series.key)}: {series.stopped}",
+                                   style="red" if series.failed else "dim"))
+        summary = _bench_summary(result, words)
+        if summary:
+            console.print(summary)
+        console.print(Text(words["legend"].format(id=result.exercise), style="dim"))
+    if verbose and result.output.strip():
+        console.print(Panel(Text(result.output), title=common["printed"], expand=False))
+
+
+def _bench_summary(result: BenchReport, words: dict) -> str:
+    """How far the learner is from the built-in, at the largest length both reached."""
+    yours, builtin = result.series_named("yours"), result.series_named("builtin")
+    both = [n for n in result.lengths if yours and builtin and yours.at(n) and builtin.at(n)]
+    if not both:
+        return ""
+    mine, theirs = yours.at(both[-1]), builtin.at(both[-1])
+    line = words["at"].format(n=both[-1], time=mine.median_s / max(theirs.median_s, 1e-9))
+    if (mine.peak_bytes or 0) >= 1 << 20 and (theirs.peak_bytes or 0) >= 1 << 20:
+        line += words["and_memory"].format(memory=mine.peak_bytes / theirs.peak_bytes)
+    line += "。" if words is BENCH_WORDS["zh"] else "."
+    grows, built = yours.growth("memory"), builtin.growth("memory")
+    if grows is not None and grows >= 1.5 and (built is None or built < 1.5):
+        line += words["quadratic"].format(k=grows)
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _memory(size: int | None) -> str:
+    if size is None:
+        return "—"
+    if size < 1 << 20:
+        return "<1 MiB"
+    return f"{size / 2**20:.3g} MiB" if size < 1 << 30 else f"{size / 2**30:.3g} GiB"
+
+
+GRADE_WORDS = {
+    "en": {"columns": ("student", "passed", "checks", "score", "time", "reasons"),
+           "title": "attn-drill grade {id} · {n} submissions · sandbox: {sandbox}",
+           "summary": "{passed} of {total} submissions passed ({seconds:.1f} s).",
+           "unsandboxed": "Not sandboxed (--allow-unsandboxed): the submissions' code ran as you, able to read "
+                          "and write your files. The checks and verdicts still ran in a separate judge process.",
+           "skipped": "Left out (not a .py file or a folder): {names}.", "written": "Written to {path}."},
+    "zh": {"columns": ("学生", "通过", "检查", "得分", "用时", "原因"),
+           "title": "attn-drill grade {id} · {n} 份提交 · 沙箱：{sandbox}",
+           "summary": "{total} 份提交中通过 {passed} 份（{seconds:.1f} 秒）。",
+           "unsandboxed": "未使用沙箱（--allow-unsandboxed）：提交的代码以你的身份运行，可以读写你的文件。"
+                          "检查与判定仍在独立的评判进程中进行。",
+           "skipped": "未纳入（不是 .py 文件或文件夹）：{names}。", "written": "已写入 {path}。"},
+}
+
+
+def grade_table(console: Console, report, *, written: Path | None = None, lang: str = "en") -> None:
+    """`attn-drill grade`: one row per submission (or, with ``written``, only the summary), then
+    the count passed; a warning when the code ran without a sandbox."""
+    words = GRADE_WORDS[lang]
+    if written is None:
+        table = Table(title=words["title"].format(id=report.exercise, n=len(report.submissions),
+                                                  sandbox=report.sandbox))
+        for column in words["columns"]:
+            table.add_column(column, justify="right" if column in words["columns"][2:5] else "left",
+                             no_wrap=column != words["columns"][-1], overflow="fold")
+        for row in report.submissions:
+            table.add_row(Text(row.student), Text("✓", "green") if row.passed else Text("✗", "red"),
+                          f"{row.checks_passed}/{row.checks}", f"{row.score:.0%}", f"{row.duration_s:.1f} s",
+                          Text("\n".join(row.reasons), style="yellow"))
+        console.print(table)
+    if report.sandbox == "none":
+        console.print(Text(words["unsandboxed"], style="yellow"))
+    if report.skipped:
+        console.print(Text(words["skipped"].format(names=", ".join(report.skipped)), style="dim"))
+    passed = report.passed_count
+    line = Text(words["summary"].format(passed=passed, total=len(report.submissions), seconds=report.duration_s),
+                style="bold green" if report.passed else "bold red")
+    if written is not None:
+        line.append(" " + words["written"].format(path=written), style="")
+    console.print(line)

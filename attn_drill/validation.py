@@ -18,10 +18,12 @@ class ValidationReport:
     questions: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # reported, but `validate` still exits 0
+    mutants: dict[str, dict] = field(default_factory=dict)   # with --mutants: per exercise
 
     def to_dict(self) -> dict:
-        return {"exercises": self.exercises, "questions": self.questions, "problems": self.problems,
-                "warnings": self.warnings}
+        found = {"exercises": self.exercises, "questions": self.questions, "problems": self.problems,
+                 "warnings": self.warnings}
+        return {**found, "mutants": self.mutants} if self.mutants else found
 
 
 def _definitions(source: str) -> dict[str, str]:
@@ -52,6 +54,11 @@ def _file_problems(exercise: Exercise) -> list[str]:
         for what, found in (("starter", starter), ("reference", reference)):
             if not any(key == name or key.startswith(f"{name}.") for key in found):
                 problems.append(f"{exercise.id}: the {what} does not define {name}.")
+    texts = [ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+             for path in (exercise.starter_path, exercise.solution_path)]
+    if texts[0] != texts[1]:
+        problems.append(f"{exercise.id}: the starter's statement (its docstring) differs from the reference's. "
+                        "Copy the reference's docstring into the starter.")
     for name, signature in reference.items():
         if name in starter and starter[name] != signature:
             problems.append(f"{exercise.id}: {name} has signature ({starter[name]}) in the starter but "
@@ -62,7 +69,10 @@ def _file_problems(exercise: Exercise) -> list[str]:
 def validate_exercises(report: ValidationReport, *, jobs: int = 2,
                        on_progress: Callable[[str], None] = lambda message: None) -> None:
     """Grade every reference and every starter (in parallel) and record the outcome."""
+    from attn_drill.catalog import pack_problems
+
     exercises = load_catalog()
+    report.problems += pack_problems()
     runnable = []
     for exercise in exercises:
         problems = _file_problems(exercise)
@@ -97,7 +107,61 @@ def validate_questions(report: ValidationReport) -> None:
     range, glossary drift)."""
     from attn_drill.quiz.bank import review_bank
 
+    from attn_drill.quiz.bank import QUESTIONS_DIR, pack_question_dirs, scan
+
     review = review_bank()
     report.questions = review.summary
     report.problems += review.problems
     report.warnings += review.warnings
+    taken = {q.id for q in scan(QUESTIONS_DIR).questions}
+    for folder in pack_question_dirs():   # an instructor's bank is held to the same rules
+        pack = review_bank(folder, expected_topics=(), checks_dir=folder.parent / "checks")
+        report.problems += [f"pack {folder}: {problem}" for problem in pack.problems]
+        report.warnings += [f"pack {folder}: {warning}" for warning in pack.warnings]
+        report.problems += [f"pack {folder}: {q.id}: the id is taken by a built-in question; choose another."
+                            for q in scan(folder).questions if q.id in taken]
+
+
+def validate_mutants(report: ValidationReport, *, jobs: int = 0, only: list[str] | None = None,
+                     on_progress: Callable[[str], None] = lambda message: None) -> None:
+    """The mutation audit: grade every mutant of each reference (attn_drill.mutation) with the
+    exercise's checks. Killed: a check failed. Equivalent: every check passed and every answer
+    the worker gave equals the reference's on the same probe (the checks' own calls, recorded
+    while grading the reference). Survived: every check passed although some answer differed,
+    a bug the checks let through; each is reported with its diff, and each is a problem."""
+    import tempfile
+    from pathlib import Path
+
+    from attn_drill.catalog import find_exercise
+    from attn_drill.mutation import mutants
+
+    exercises = [find_exercise(key) for key in only] if only else list(load_catalog())
+    with tempfile.TemporaryDirectory(prefix="attn-drill-mutants-") as folder, Pool(jobs) as pool:
+        root = Path(folder)
+        tapes = {ex.id: root / f"{ex.id}.tape" for ex in exercises}
+        references = pool.grade_all([(ex, ex.solution_path) for ex in exercises], device="cpu",
+                                    tape_for=lambda i: {"record": str(tapes[exercises[i].id])})
+        jobs_list, names = [], []
+        for exercise, graded in zip(exercises, references):
+            report.mutants[exercise.id] = {"killed": 0, "survived": [], "equivalent": 0}
+            if not graded.passed:
+                report.problems.append(f"{exercise.id}: the reference fails its checks, so its mutants prove nothing.")
+                continue
+            for number, mutant in enumerate(mutants(exercise.solution_path.read_text(encoding="utf-8"))):
+                path = root / f"{exercise.id}-{number}" / exercise.file_name
+                path.parent.mkdir()
+                path.write_text(mutant.source, encoding="utf-8")
+                jobs_list.append((exercise, path))
+                names.append(mutant)
+        results = pool.grade_all(jobs_list, device="cpu", timeout=30,
+                                 tape_for=lambda i: {"compare": str(tapes[jobs_list[i][0].id])},
+                                 on_done=lambda i, _: on_progress(f"{jobs_list[i][0].id} {names[i].name}"))
+    for (exercise, _), mutant, result in zip(jobs_list, names, results):
+        outcome = report.mutants[exercise.id]
+        if not result.passed:
+            outcome["killed"] += 1
+        elif result.differs:
+            outcome["survived"].append({"name": mutant.name, "diff": mutant.diff})
+            report.problems.append(f"{exercise.id}: mutant {mutant.name} survives the checks:\n{mutant.diff}")
+        else:
+            outcome["equivalent"] += 1

@@ -185,7 +185,7 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
         worker_settings=worker_settings,
         worker_pid=settings["worker_pid"],
         device=device,
-        remote=Remote(requests_fd, replies_fd, settings["budget_s"], device),
+        remote=Remote(requests_fd, replies_fd, settings["budget_s"], device, tape=settings.get("tape")),
     )
     reporter.send("ready", device=device.type)
 
@@ -202,7 +202,7 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
             ],
             plugins=[Collector(reporter), harness],
         )
-    reporter.send("done", exit=int(code))
+    reporter.send("done", exit=int(code), differs=harness.CONFIG.remote.close_tape())
     return int(code)
 
 

@@ -67,13 +67,15 @@ class RemoteObject:
 class Remote:
     """Requests to the worker over two pipes, within the learner's time budget."""
 
-    def __init__(self, send_fd: int, receive_fd: int, budget_s: float, device: torch.device):
+    def __init__(self, send_fd: int, receive_fd: int, budget_s: float, device: torch.device,
+                 tape: dict | None = None):
         self.send_fd = send_fd
         self.receive_fd = receive_fd
         self.budget_s = budget_s
         self.spent_s = 0.0
         self.device = device
         self.broken: WorkerProblem | None = None
+        self.tape = Tape(tape) if tape else None
 
     def request(self, op: str, **fields) -> Any:
         """Send one request; return the decoded value or raise LearnerError / WorkerProblem."""
@@ -93,7 +95,13 @@ class Remote:
             raise self._break(Interference(f"sent a malformed message ({exc})")) from None
         finally:
             self.spent_s += time.monotonic() - started
+        if self.tape is not None:
+            self.tape.take(reply, blob, self)
         return self._decode_reply(reply, blob)
+
+    def close_tape(self) -> bool | None:
+        """End the recording, or say whether any answer differed from the recorded ones."""
+        return self.tape.close() if self.tape is not None else None
 
     def _break(self, problem: WorkerProblem) -> WorkerProblem:
         self.broken = problem
@@ -118,6 +126,86 @@ class Remote:
             raise self._break(problem) from None
         except (ValueError, TypeError, KeyError, RecursionError, OverflowError, RuntimeError) as exc:
             raise self._break(Interference(f"sent a malformed answer ({type(exc).__name__})")) from None
+
+
+class Tape:
+    """The mutation audit's probe: every answer of a reference's grading is recorded; a
+    mutant's grading then compares each of its answers with the recorded one at the same place.
+    A mutant whose checks all pass and whose answers all agree is equivalent on every probe."""
+
+    def __init__(self, spec: dict):
+        from pathlib import Path
+
+        self.path = Path(spec.get("record") or spec["compare"])
+        self.recording = "record" in spec
+        self.frames: list[bytes] = []
+        self.position = 0
+        self.differs = False
+        if not self.recording:
+            data = self.path.read_bytes()
+            while data:
+                size = int.from_bytes(data[:8], "big")
+                self.frames.append(data[8:8 + size])
+                data = data[8 + size:]
+
+    def take(self, reply: dict, blob: bytes, remote: "Remote") -> None:
+        frame = wire.frame(reply, blob)
+        if self.recording:
+            self.frames.append(frame)
+            return
+        if self.differs:
+            return
+        if self.position >= len(self.frames):
+            self.differs = True
+            return
+        recorded = self.frames[self.position]
+        self.position += 1
+        try:
+            self.differs = not _same(_decoded(recorded, remote), _decoded(frame, remote))
+        except WorkerProblem:
+            self.differs = True
+
+    def close(self) -> bool | None:
+        if self.recording:
+            self.path.write_bytes(b"".join(len(f).to_bytes(8, "big") + f for f in self.frames))
+            return None
+        return self.differs or self.position != len(self.frames)
+
+
+def _decoded(frame: bytes, remote: "Remote"):
+    import json
+
+    head = wire.HEAD.size
+    _, body_size, _ = wire.HEAD.unpack(frame[:head])
+    body, blob = json.loads(frame[head:head + body_size]), frame[head + body_size:]
+    if body.get("ok") is not True:
+        return ("error", (body.get("error") or {}).get("kind"))
+    probe = Remote.__new__(Remote)
+    probe.device, probe.broken = remote.device, None
+    return _Decoder(probe, _load_tensors(blob)).value(body.get("value"))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal answers: tensors within their dtype's tolerance (NaNs where NaNs are), handles of
+    the same type, everything else equal."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape \
+                or a.dtype != b.dtype:
+            return False
+        if not a.is_floating_point():
+            return bool(torch.equal(a, b))
+        from attn_drill.checks.harness import tolerance
+
+        atol, rtol = tolerance(a.dtype) if a.dtype in (torch.float64, torch.float32, torch.float16,
+                                                          torch.bfloat16) else (0.0, 0.0)
+        return bool(torch.allclose(a.cpu(), b.cpu(), atol=atol, rtol=rtol, equal_nan=True))
+    if isinstance(a, RemoteObject) or isinstance(b, RemoteObject):
+        return isinstance(a, RemoteObject) and isinstance(b, RemoteObject) and a.type_name == b.type_name
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _load_tensors(blob: bytes) -> dict[str, torch.Tensor]:

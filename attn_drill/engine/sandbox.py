@@ -82,6 +82,9 @@ def protected_paths() -> list[Path]:
     paths = [content.PACKAGE_DIR, content.starters_dir(), content.solutions_dir(), Path.home(), home(), Path.cwd()]
     # any copy of the package in a folder the worker reads (an older install's _content, say)
     paths += [Path(folder) / "attn_drill" for folder in site.getsitepackages()]
+    from attn_drill.catalog import pack_folders
+
+    paths += pack_folders()  # instructors' references and checks
     return list(dict.fromkeys(p.resolve() for p in paths))
 
 

@@ -543,11 +543,31 @@ def _load(directory: Path, fingerprint: tuple) -> Bank:
 
 
 def load_bank(directory: Path = QUESTIONS_DIR) -> Bank:
-    """Read and check the whole bank; raises ContentError naming the file, id and field."""
+    """Read and check the whole bank; raises ContentError naming the file, id and field. The
+    built-in bank also takes in the questions of every pack in use (a pack's broken bank, or a
+    question id already taken, is left out: `attn-drill validate` reports it)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ContentError(f"the question folder {directory} is missing. Reinstall attn-drill.")
-    return _load(directory, _fingerprint(directory))
+    bank = _load(directory, _fingerprint(directory))
+    if directory != QUESTIONS_DIR:
+        return bank
+    questions, taken = list(bank.questions), {q.id for q in bank.questions}
+    for folder in pack_question_dirs():
+        try:
+            extra = _load(folder, _fingerprint(folder)).questions
+        except ContentError:
+            continue
+        questions += [q for q in extra if q.id not in taken]
+        taken |= {q.id for q in extra}
+    return Bank(tuple(questions), bank.mistakes)
+
+
+def pack_question_dirs() -> list[Path]:
+    """The ``questions/`` folders of the packs in use."""
+    from attn_drill.catalog import pack_folders
+
+    return [folder / "questions" for folder in pack_folders() if (folder / "questions").is_dir()]
 
 
 MISTAKE_PATTERN = re.compile(r'\bmistake\(\s*"([a-z0-9-]+)"')  # how a check names a mistake
