@@ -170,8 +170,9 @@ def statement(console: Console, shown: Statement) -> None:
 def hint(console: Console, shown: Hint, lang: str = "en") -> None:
     """Every hint revealed so far, the newest last (and brightest)."""
     words = WORDS[lang]
-    for number, text in enumerate(shown.shown, start=1):
-        newest = number == len(shown.shown)
+    texts = shown.in_lang(lang)   # Chinese under --lang zh where the catalog has hints_zh, else English
+    for number, text in enumerate(texts, start=1):
+        newest = number == len(texts)
         console.print(Panel(Text(text, style="" if newest else "dim"), expand=False,
                             title=f"{shown.exercise.id} · " + words["hint"].format(n=number, total=shown.total),
                             border_style="blue" if newest else "dim"))
@@ -1028,5 +1029,5 @@ def grade_table(console: Console, report, *, written: Path | None = None, lang: 
     line = Text(words["summary"].format(passed=passed, total=len(report.submissions), seconds=report.duration_s),
                 style="bold green" if report.passed else "bold red")
     if written is not None:
-        line.append(" " + words["written"].format(path=written), style="")
+        line.append(("" if lang == "zh" else " ") + words["written"].format(path=written), style="")
     console.print(line)
