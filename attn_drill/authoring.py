@@ -48,17 +48,20 @@ def new_exercise(key: str, pack: Path) -> Scaffold:
 
     match = ID_PATTERN.fullmatch(key.strip().lower())
     if match is None:
-        raise DrillError(f"an exercise id looks like ex14 or ex14_rope_scaling, got '{key}'.")
+        raise DrillError(f"an exercise id looks like ex14 or ex14_rope_scaling, got '{key}'.",
+                         zh=f"练习 id 应形如 ex14 或 ex14_rope_scaling，实际是 '{key}'。")
     number, name = int(match.group(1)), match.group(2) or f"exercise_{match.group(1)}"
     exercise_id, stem = f"ex{number}", f"ex{number:02d}_{name}"
     taken = next((ex for ex in load_catalog() if ex.id == exercise_id or ex.name == name), None)
     if taken is not None:
-        raise DrillError(f"{exercise_id} ({name}) is taken by {taken.id} {taken.title}. Try another number or name.")
+        raise DrillError(f"{exercise_id} ({name}) is taken by {taken.id} {taken.title}. Try another number or name.",
+                         zh=f"{exercise_id}（{name}）已被 {taken.id} {taken.title_zh} 占用。请换一个编号或名字。")
     pack = Path(pack)
     paths = {what: pack / what / f"{stem}.py" for what in ("solutions", "exercises", "checks")}
     existing = [p for p in paths.values() if p.exists()]
     if existing:
-        raise DrillError(f"{existing[0]} exists already; `new` never overwrites. Choose another id.")
+        raise DrillError(f"{existing[0]} exists already; `new` never overwrites. Choose another id.",
+                         zh=f"{existing[0]} 已经存在；`new` 从不覆盖文件。请换一个 id。")
     reference = REFERENCE.format(id=exercise_id, name=name)
     write_atomically(paths["solutions"], reference)
     write_atomically(paths["exercises"], make_starter(reference))

@@ -171,7 +171,7 @@ def require_sandbox(allow_unsandboxed: bool) -> str:
 
 def grade_folder(folder: Path, exercise_key: str, *, jobs: int = 0, device: str = "auto",
                  timeout: float = DEFAULT_TIMEOUT_S, memory_limit: str | int = DEFAULT_MEMORY,
-                 allow_unsandboxed: bool = False,
+                 allow_unsandboxed: bool = False, lang: str = "en",
                  on_progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> BatchReport:
     """Grade every submission in ``folder`` for the exercise ``exercise_key`` on a pool of
     ``jobs`` warm graders (default: the number of cores).
@@ -217,7 +217,7 @@ def grade_folder(folder: Path, exercise_key: str, *, jobs: int = 0, device: str 
                 on_progress("grading", done, total)
 
             reports = pool.grade_all([(exercise, s.path) for s in gradable], on_done=finished, device=device,
-                                     timeout=timeout, memory_limit=memory_limit)
+                                     timeout=timeout, memory_limit=memory_limit, lang=lang)
         results = {id(s): r for s, r in zip(gradable, reports)}
     typical = _typical_checks(results.values())
     rows = [_row(s, results.get(id(s)), typical, Path(folder)) for s in submissions]

@@ -162,11 +162,13 @@ def check(
       attn-drill check ex1
       attn-drill check --file ~/drafts/ex02_multi_head_attention.py --json"""
     if as_json and output_format is OutputFormat.gradescope:
-        raise DrillError("--json and --format gradescope each print one JSON document: choose one.")
+        raise DrillError("--json and --format gradescope each print one JSON document: choose one.",
+                         zh="--json 和 --format gradescope 各自输出一份 JSON 文档：请只选一个。")
     lang = _lang()
     if all_exercises:
         if exercise or file:
-            raise DrillError("--all grades the whole workspace; leave out EXERCISE and --file.")
+            raise DrillError("--all grades the whole workspace; leave out EXERCISE and --file.",
+                             zh="--all 评测整个工作区；请去掉 EXERCISE 和 --file。")
         reports = _check_all(device.value, timeout, memory_limit, jobs)
     else:
         key = exercise
@@ -174,7 +176,7 @@ def check(
             following = practice.next_exercise(_store())
             key = following.id if following else "ex1"
         reports = [practice.grade_exercise(key, file=file, device=device.value, timeout=timeout,
-                                           memory_limit=memory_limit)]
+                                           memory_limit=memory_limit, lang=lang)]
     # The verdict is on screen before progress is saved: a store problem cannot hide it.
     if output_format is OutputFormat.gradescope:
         print(json.dumps(reports[0].to_gradescope() if len(reports) == 1 else _merge_gradescope(reports), indent=2))
@@ -208,7 +210,7 @@ def _check_all(device: str, timeout: float, memory_limit: str, jobs: int):
     files = [(ex, practice.learner_file(ex, None)) for ex in load_catalog()]
     with Progress(console=err, transient=True) as progress, Pool(jobs, device=device) as pool:
         task = progress.add_task("grading", total=len(files))
-        return pool.grade_all(files, device=device, timeout=timeout, memory_limit=memory_limit,
+        return pool.grade_all(files, device=device, timeout=timeout, memory_limit=memory_limit, lang=_lang(),
                               on_done=lambda i, r: progress.advance(task))
 
 
@@ -365,7 +367,8 @@ def watch(
       attn-drill watch ex2 --manual"""
     from attn_drill.watch import Watcher
 
-    with Watcher(_store(), exercise, device=device.value, timeout=timeout, memory_limit=memory_limit) as watcher:
+    with Watcher(_store(), exercise, device=device.value, timeout=timeout, memory_limit=memory_limit,
+                 lang=_lang()) as watcher:
         if not manual:
             watcher.follow_files()
         render.watch(out, watcher, manual=manual, lang=_lang())
@@ -459,7 +462,8 @@ def new(exercise: Annotated[str, typer.Argument(help="The new exercise's id and 
 
     packs = pack_folders()
     if not packs:
-        raise DrillError("say which pack folder to write into: `attn-drill new EX --pack DIR`.")
+        raise DrillError("say which pack folder to write into: `attn-drill new EX --pack DIR`.",
+                         zh="请指定要写入的练习包文件夹：`attn-drill new EX --pack DIR`。")
     made = new_exercise(exercise, packs[0])
     render.scaffold(out, made)
 
@@ -480,7 +484,7 @@ def _global_options(args: list[str]) -> list[str]:
             if name == "--pack":
                 packs.append(value)
             elif value not in ("en", "zh"):
-                raise DrillError(f"--lang must be en or zh, got '{value}'.")
+                raise DrillError(f"--lang must be en or zh, got '{value}'.", zh=f"--lang 必须是 en 或 zh，实际是 '{value}'。")
             else:
                 _settings["lang"] = value
             i += 1 if eq else 2
@@ -532,10 +536,12 @@ def grade(
     if out_file is not None and output_format is GradeFormat.table:
         guessed = {".csv": GradeFormat.csv, ".json": GradeFormat.json}.get(out_file.suffix.lower())
         if guessed is None:
-            raise DrillError("--out writes CSV or JSON: add --format csv or --format json.")
+            raise DrillError("--out writes CSV or JSON: add --format csv or --format json.",
+                             zh="--out 写出 CSV 或 JSON：请加上 --format csv 或 --format json。")
         output_format = guessed
     if out_file is not None and out_file.is_dir():
-        raise DrillError(f"--out {out_file} is a folder; name the file to write.")
+        raise DrillError(f"--out {out_file} is a folder; name the file to write.",
+                         zh=f"--out {out_file} 是一个文件夹；请写明要写入的文件。")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("finding submissions", total=None)
@@ -545,7 +551,8 @@ def grade(
             progress.update(task, description=words, completed=done, total=total)
 
         report = grade_folder(folder, exercise, jobs=jobs, device=device.value, timeout=timeout,
-                              memory_limit=memory_limit, allow_unsandboxed=allow_unsandboxed, on_progress=advance)
+                              memory_limit=memory_limit, allow_unsandboxed=allow_unsandboxed, lang=_lang(),
+                              on_progress=advance)
     if output_format is GradeFormat.table:
         render.grade_table(out, report, lang=_lang())
     else:
@@ -560,6 +567,17 @@ def grade(
     raise typer.Exit(0 if report.passed else 1)
 
 
+def _show_usage_error_zh(error: click.ClickException) -> None:
+    """Click's usage error under --lang zh: a Chinese first line with click's own message, then
+    the usage line and where to find help."""
+    err.print(f"用法错误：{error.format_message()}", markup=False)
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        err.print(context.get_usage(), markup=False)
+        names = context.help_option_names or ["--help"]
+        err.print(f"运行 `{context.command_path} {names[0]}` 查看帮助。", markup=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -570,18 +588,26 @@ def main(argv: list[str] | None = None) -> None:
     except DrillError as error:
         if verbose:
             err.print_exception()
-        err.print(f"error: {error}", markup=False)
+        chinese = _lang() == "zh"
+        err.print(f"错误：{error.text('zh')}" if chinese else f"error: {error}", markup=False)
         sys.exit(2)
     except click.exceptions.Abort:
-        err.print("interrupted.")
+        err.print("已中断。" if _lang() == "zh" else "interrupted.")
         sys.exit(130)
     except click.ClickException as error:
-        error.show()
+        if _lang() == "zh":
+            _show_usage_error_zh(error)
+        else:
+            error.show()
         sys.exit(error.exit_code)
     except Exception as error:  # a bug in attn-drill: one line unless asked for more
         if verbose:
             err.print_exception()
-        err.print(f"error: attn-drill failed unexpectedly ({type(error).__name__}: {error}). "
-                  "Run again with --verbose for the traceback, and please report it.", markup=False)
+        if _lang() == "zh":
+            err.print(f"错误：attn-drill 意外失败（{type(error).__name__}: {error}）。加上 --verbose 再运行一次可以看到 "
+                      "traceback，也请报告这个问题。", markup=False)
+        else:
+            err.print(f"error: attn-drill failed unexpectedly ({type(error).__name__}: {error}). "
+                      "Run again with --verbose for the traceback, and please report it.", markup=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -103,30 +103,36 @@ def parse_size(text: str) -> int:
 
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*", str(text), re.IGNORECASE)
     if not match:
-        raise DrillError(f"--memory-limit must be a size such as 2GiB or 512MiB, got '{text}'.")
+        raise DrillError(f"--memory-limit must be a size such as 2GiB or 512MiB, got '{text}'.",
+                         zh=f"--memory-limit 必须是 2GiB 或 512MiB 这样的大小，实际是 '{text}'。")
     number, unit, binary = float(match.group(1)), match.group(2).upper(), match.group(3)
     power = " KMGT".index(unit) if unit else 0
     size = int(number * (1024 if binary or not unit else 1000) ** power) if unit else int(number)
     if size < 256 << 20:
-        raise DrillError(f"--memory-limit must be at least 256MiB (torch alone needs about 300 MiB), got '{text}'.")
+        raise DrillError(f"--memory-limit must be at least 256MiB (torch alone needs about 300 MiB), got '{text}'.",
+                         zh=f"--memory-limit 至少要 256MiB（光是 torch 就要约 300 MiB），实际是 '{text}'。")
     return size
 
 
 def read_learner_source(path: Path) -> str:
     """The learner's file as text, or one clear DrillError saying why it is not a Python file."""
     if path.is_dir():
-        raise DrillError(f"{path} is a directory; give the Python file to grade.")
+        raise DrillError(f"{path} is a directory; give the Python file to grade.",
+                         zh=f"{path} 是一个目录；请给出要评测的 Python 文件。")
     if not path.is_file():
-        raise DrillError(f"no file at {path}.")
+        raise DrillError(f"no file at {path}.", zh=f"{path} 处没有文件。")
     if path.stat().st_size > LEARNER_FILE_LIMIT:
-        raise DrillError(f"{path} is over {LEARNER_FILE_LIMIT >> 20} MiB: it is not a Python source file.")
+        raise DrillError(f"{path} is over {LEARNER_FILE_LIMIT >> 20} MiB: it is not a Python source file.",
+                         zh=f"{path} 超过 {LEARNER_FILE_LIMIT >> 20} MiB：它不是 Python 源文件。")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DrillError(f"{path} is not a Python file (it is not UTF-8 text).") from None
+        raise DrillError(f"{path} is not a Python file (it is not UTF-8 text).",
+                         zh=f"{path} 不是 Python 文件（它不是 UTF-8 文本）。") from None
     if "\0" in text:
-        raise DrillError(f"{path} is not a Python file (it holds binary data).")
+        raise DrillError(f"{path} is not a Python file (it holds binary data).",
+                         zh=f"{path} 不是 Python 文件（它含有二进制数据）。")
     return text
 
 
@@ -151,6 +157,10 @@ class _Run:
     judge_status: int | None = None  # the judge child's exit code
     differs: bool | None = None      # with a tape to compare: some answer differed from the recorded one
     bench: dict | None = None        # the judge's timings, when it ran a bench (attn_drill.bench)
+    lang: str = "en"                 # the language of the supervisor's own messages: "en" or "zh"
+
+    def say(self, en: str, zh: str) -> str:
+        return zh if self.lang == "zh" else en
 
     def take(self, record: dict) -> None:
         kind = record.get("type")
@@ -191,7 +201,7 @@ class _Run:
 
 
 def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S,
-          memory_limit: int | str = DEFAULT_MEMORY, sandbox: str = "auto") -> GradeReport:
+          memory_limit: int | str = DEFAULT_MEMORY, sandbox: str = "auto", lang: str = "en") -> GradeReport:
     """Run ``exercise``'s hidden checks on ``learner_file``: the judge and the sandboxed worker,
     started for this grading alone (see :class:`Engine` to keep them warm for many).
 
@@ -201,7 +211,8 @@ def grade(exercise: Exercise, learner_file: Path, *, device: str = "auto", timeo
     check_options(device, timeout, memory_limit, sandbox)
     read_learner_source(Path(learner_file))
     with Engine(sandbox=sandbox, device=device) as engine:
-        return engine.grade(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit)
+        return engine.grade(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit,
+                            lang=lang)
 
 
 def check_options(device: str, timeout: float, memory_limit: int | str, sandbox: str) -> int:
@@ -209,11 +220,14 @@ def check_options(device: str, timeout: float, memory_limit: int | str, sandbox:
     import math
 
     if device not in DEVICES:
-        raise DrillError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.")
+        raise DrillError(f"--device must be one of {', '.join(DEVICES)}, got '{device}'.",
+                         zh=f"--device 必须是 {'、'.join(DEVICES)} 之一，实际是 '{device}'。")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
-        raise DrillError(f"--timeout must be a positive number of seconds, got {timeout}.")
+        raise DrillError(f"--timeout must be a positive number of seconds, got {timeout}.",
+                         zh=f"--timeout 必须是正的秒数，实际是 {timeout}。")
     if sandbox not in SANDBOXES:
-        raise DrillError(f"the sandbox must be one of {', '.join(SANDBOXES)}, got '{sandbox}'.")
+        raise DrillError(f"the sandbox must be one of {', '.join(SANDBOXES)}, got '{sandbox}'.",
+                         zh=f"沙箱必须是 {'、'.join(SANDBOXES)} 之一，实际是 '{sandbox}'。")
     return parse_size(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
 
 
@@ -228,7 +242,9 @@ class Engine:
         self.bwrap = None if sandbox == "none" else boxing.bwrap_path()
         if sandbox == "bubblewrap" and self.bwrap is None:
             raise DrillError("bubblewrap cannot run here (no bwrap, or user namespaces are off). "
-                             "Try --allow-unsandboxed, or install bubblewrap.")
+                             "Try --allow-unsandboxed, or install bubblewrap.",
+                             zh="这里无法运行 bubblewrap（没有 bwrap，或者用户命名空间被关闭）。"
+                                "可以加 --allow-unsandboxed，或者安装 bubblewrap。")
         self.sandbox = "bubblewrap" if self.bwrap else "none"
         self.cuda = device in ("auto", "cuda") and boxing.has_nvidia()
         self._start()
@@ -289,7 +305,9 @@ class Engine:
                 message = b""
             if b'"ready": true' not in message:
                 raise DrillError("the grader could not start (its judge or worker process failed). "
-                                 "Run `attn-drill check --verbose` again, and report it if it persists.")
+                                 "Run `attn-drill check --verbose` again, and report it if it persists.",
+                                 zh="评测器无法启动（它的 judge 或 worker 进程失败了）。请再运行一次 "
+                                    "`attn-drill check --verbose`，如果问题依旧，请报告它。")
         if self.bwrap is None:
             self.worker_template = self.worker.pid
         else:
@@ -300,13 +318,14 @@ class Engine:
 
     def grade(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
               timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
-              tape: dict | None = None) -> GradeReport:
+              tape: dict | None = None, lang: str = "en") -> GradeReport:
         """One grading on the warm templates. With ``tape`` ({"record": path} or {"compare":
         path}), the judge records every answer of the worker, or compares each with the recorded
-        one: ``report.differs`` says whether any differed (the mutation audit's probe)."""
+        one: ``report.differs`` says whether any differed (the mutation audit's probe). ``lang``
+        ("en" or "zh"): the language of the check titles and messages."""
         started = time.monotonic()
         run = self.session(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit,
-                           tape=tape)
+                           tape=tape, lang=lang)
         checks = _outcomes(run, run.judge_status)
         passed = bool(checks) and all(c.passed for c in checks)
         return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
@@ -314,7 +333,8 @@ class Engine:
 
     def session(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
                 timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
-                bench: dict | None = None, judge_slack_s: float = JUDGE_SLACK_S, tape: dict | None = None) -> _Run:
+                bench: dict | None = None, judge_slack_s: float = JUDGE_SLACK_S, tape: dict | None = None,
+                lang: str = "en") -> _Run:
         """One fresh judge child and one fresh worker child, joined for one task, within the limits:
         the hidden checks, or with ``bench`` the judge's bench (:mod:`attn_drill.bench`) in their
         place. Returns what the supervisor observed."""
@@ -326,7 +346,7 @@ class Engine:
         memory = check_options(device, timeout, memory_limit, "auto")
         learner_file = Path(learner_file)
         source = read_learner_source(learner_file)
-        if self.broken:  # a grading stopped a template: start afresh (its processes are all gone)
+        if self.broken or (self.ready and not self._alive()):  # a template is gone: start afresh
             self.close()
             self._start()
         if not self.ready:
@@ -350,9 +370,9 @@ class Engine:
             "learner_name": learner_file.name, "defines": list(exercise.defines),
             "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "worker_pid": self.worker_template,
             "worker": {"module_name": f"learner_{exercise.id}", "forbidden": worker_rules(exercise.forbidden)},
-            "bench": bench, "tape": tape,
+            "bench": bench, "tape": tape, "lang": lang,
         }
-        run = _Run()
+        run = _Run(lang=lang)
         try:
             socket.send_fds(self.worker_control, [json.dumps(limits).encode()],
                             [requests_read, replies_write, output_write])
@@ -360,7 +380,7 @@ class Engine:
                             [results_write, requests_write, replies_read, judge_out_write])
         except OSError:
             self.broken = "a template is gone"
-            run.stopped = "the grader's processes stopped before grading"
+            run.stopped = run.say("the grader's processes stopped before grading", "评分程序的进程在评分开始前就停止了")
         finally:
             for fd in (requests_read, replies_write, output_write, results_write, requests_write, replies_read,
                        judge_out_write):
@@ -377,6 +397,11 @@ class Engine:
         if run.error == "no_cuda":
             raise DeviceUnavailable("--device cuda: no CUDA device is available here. Try --device cpu or --device auto.")
         return run
+
+    def _alive(self) -> bool:
+        """Both templates still run (something outside may have killed one between gradings)."""
+        return (self.worker.poll() is None and self.judge.poll() is None
+                and self.worker_template is not None and Path(f"/proc/{self.worker_template}").exists())
 
     def grading_pids(self) -> list[int]:
         from attn_drill.engine import processes
@@ -404,7 +429,7 @@ class Engine:
             if name == "judge":
                 run.judge_status = os.waitstatus_to_exitcode(status)
             elif run.worker_end is None:
-                run.worker_end = _exit_cause(os.waitstatus_to_exitcode(status))
+                run.worker_end = _exit_cause(os.waitstatus_to_exitcode(status), run.lang)
 
     def close(self) -> None:
         for control in (self.worker_control, self.judge_control):
@@ -457,9 +482,9 @@ class Pool:
             except DeviceUnavailable:
                 raise
             except DrillError as error:
-                report = GradeReport(exercise.id, str(path), False, [CheckResult("your file can be graded", False,
-                                                                                  str(error))], "cpu", 0.0,
-                                     engine.sandbox)
+                title = "你的文件可以评分" if options.get("lang") == "zh" else "your file can be graded"
+                report = GradeReport(exercise.id, str(path), False, [CheckResult(title, False, str(error))], "cpu",
+                                     0.0, engine.sandbox)
             finally:
                 free.put(engine)
             on_done(index, report)
@@ -504,7 +529,7 @@ def _watch(run: _Run, engine: Engine, results_read: int, output_read: int, judge
     pending = b""
     while True:
         if time.monotonic() > deadline:
-            run.stopped = "the grading took too long and was stopped"
+            run.stopped = run.say("the grading took too long and was stopped", "评分耗时过长，已被终止")
             return
         for selected, _ in selector.select(timeout=POLL_S):
             data = os.read(selected.fd, 1 << 16)
@@ -516,8 +541,10 @@ def _watch(run: _Run, engine: Engine, results_read: int, output_read: int, judge
             if selected.data == "output":
                 run.keep_output(data)
                 if run.output_total > OUTPUT_LIMIT_BYTES and run.worker_end is None:
-                    _end_worker(engine, run, f"printed over {OUTPUT_LIMIT_BYTES >> 20} MiB of output, "
-                                             "so the grader stopped it")
+                    _end_worker(engine, run, run.say(f"printed over {OUTPUT_LIMIT_BYTES >> 20} MiB of output, "
+                                                     "so the grader stopped it",
+                                                     f"输出了超过 {OUTPUT_LIMIT_BYTES >> 20} MiB 的内容，"
+                                                     "评分程序因此终止了它"))
             elif selected.data == "judge":
                 run.judge_output = (run.judge_output + data)[-8000:]
             else:
@@ -533,9 +560,12 @@ def _watch(run: _Run, engine: Engine, results_read: int, output_read: int, judge
             resident, peak = processes.resident_bytes(pids), processes.peak_bytes(pids)
             run.peak = max(run.peak, resident, peak)
             if max(resident, peak) > memory:
-                _end_worker(engine, run, f"used more than {_size(memory)} of memory (the limit; see --memory-limit)")
+                _end_worker(engine, run, run.say(f"used more than {_size(memory)} of memory (the limit; see "
+                                                 "--memory-limit)",
+                                                 f"使用了超过 {_size(memory)} 的内存（这是上限；见 --memory-limit）"))
             elif len(pids) > MAX_PROCESSES:
-                _end_worker(engine, run, f"started more than {MAX_PROCESSES} processes")
+                _end_worker(engine, run, run.say(f"started more than {MAX_PROCESSES} processes",
+                                                 f"启动了超过 {MAX_PROCESSES} 个进程"))
 
 
 def _end_worker(engine: Engine, run: _Run, why: str) -> None:
@@ -543,13 +573,14 @@ def _end_worker(engine: Engine, run: _Run, why: str) -> None:
     engine.kill_grading()
 
 
-def _exit_cause(code: int) -> str:
+def _exit_cause(code: int, lang: str = "en") -> str:
     if code < 0:
         try:
-            return f"crashed with signal {signal.Signals(-code).name}"
+            name = signal.Signals(-code).name
         except ValueError:
-            return f"crashed with signal {-code}"
-    return f"exited the process (exit code {code})"
+            name = str(-code)
+        return f"因信号 {name} 而崩溃" if lang == "zh" else f"crashed with signal {name}"
+    return f"退出了进程（退出码 {code}）" if lang == "zh" else f"exited the process (exit code {code})"
 
 
 def _size(n: int) -> str:
@@ -572,28 +603,42 @@ def _kill(process) -> None:
 
 def _outcomes(run: _Run, returncode: int | None) -> list[CheckResult]:
     """One result per collected check; a check without a result from the judge has failed."""
+    say = run.say
     if run.internal:
-        return [CheckResult("hidden checks load", False, f"the hidden checks failed to load (a bug in attn-drill):\n"
-                                                        f"{run.internal}")]
+        return [CheckResult(say("hidden checks load", "隐藏检查加载"), False,
+                            say("the hidden checks failed to load (a bug in attn-drill):\n",
+                                "隐藏检查加载失败（attn-drill 的缺陷）：\n") + run.internal)]
     if not run.collected:
         tail = run.judge_output.decode(errors="replace")[-2000:]
-        why = run.stopped or f"the judge process ended early (exit code {returncode})"
-        return [CheckResult("grading starts", False, f"{why}; this is a problem of attn-drill, not of your code."
-                            + (f"\n{tail}" if tail else ""))]
+        why = run.stopped or say(f"the judge process ended early (exit code {returncode})",
+                                 f"judge 进程提前结束了（退出码 {returncode}）")
+        return [CheckResult(say("grading starts", "评分开始"), False,
+                            why + say("; this is a problem of attn-drill, not of your code.",
+                                      "；这是 attn-drill 的问题，不是你的代码的问题。") + (f"\n{tail}" if tail else ""))]
     clean = run.done and returncode in (0, 1) and not run.stopped
-    cause = run.worker_end or "stopped the worker process"
+    cause = run.worker_end or say("stopped the worker process", "终止了 worker 进程")
     checks = []
     for check in run.collected:
         result = run.results.get(check.get("id"))
         name = str(check.get("name", check.get("id")))
         if result is None:
-            ending = run.stopped or "the grading ended before this check ran"
-            checks.append(CheckResult(name, False, f"not run: {ending}"))
+            ending = run.stopped or say("the grading ended before this check ran", "评分在这项检查运行之前就结束了")
+            checks.append(CheckResult(name, False, say(f"not run: {ending}", f"未运行：{ending}")))
         elif result.get("lost"):
-            checks.append(CheckResult(name, False, f"your code {cause} during {result['lost']}."))
+            lost = str(result["lost"])
+            checks.append(CheckResult(name, False, say(f"your code {cause} during {lost}.",
+                                                       f"你的代码在{_pad(lost)}期间{cause}。")))
         else:
             checks.append(CheckResult(name, bool(result.get("passed")), str(result.get("message", "")),
                                       result.get("mistake")))
     if not clean and all(c.passed for c in checks):
-        checks.append(CheckResult("grading ends cleanly", False, run.stopped or "the judge did not finish"))
+        checks.append(CheckResult(say("grading ends cleanly", "评分正常结束"), False,
+                                  run.stopped or say("the judge did not finish", "judge 没有完成")))
     return checks
+
+
+def _pad(text: str) -> str:
+    """``text`` with a space where it meets Chinese text with an ASCII character."""
+    if not text:
+        return text
+    return (" " if text[0].isascii() else "") + text + (" " if text[-1].isascii() else "")

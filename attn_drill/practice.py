@@ -27,9 +27,11 @@ def learner_file(exercise: Exercise, file: Path | None) -> Path:
     """The file to grade: ``file``, or the workspace's file for the exercise."""
     if file is not None:
         return file
-    path = require_workspace("grade an exercise, or pass --file PATH").file_for(exercise)
+    workspace = require_workspace("grade an exercise, or pass --file PATH", "评测练习，或者用 --file PATH 指定文件")
+    path = workspace.file_for(exercise)
     if not path.exists():
-        raise DrillError(f"{path} is missing. Try `attn-drill reset {exercise.id}` to put the starter back.")
+        raise DrillError(f"{path} is missing. Try `attn-drill reset {exercise.id}` to put the starter back.",
+                         zh=f"{path} 不见了。运行 `attn-drill reset {exercise.id}` 可以放回初始代码。")
     return path
 
 
@@ -41,22 +43,25 @@ def exercise_for_file(path: Path) -> Exercise:
     match = FILE_NAME.fullmatch(path.name)
     if match is None:
         raise DrillError(f"cannot tell which exercise {path.name} is for. Name it: "
-                         f"`attn-drill check ex1 --file {shlex.quote(str(path))}`.")
+                         f"`attn-drill check ex1 --file {shlex.quote(str(path))}`.",
+                         zh=f"看不出 {path.name} 是哪个练习的文件。请写明练习："
+                            f"`attn-drill check ex1 --file {shlex.quote(str(path))}`。")
     return find_exercise(match.group(1))
 
 
 def grade_exercise(key: str | None, *, file: Path | None = None, device: str = "auto",
                    timeout: float = DEFAULT_TIMEOUT_S, memory_limit: str = DEFAULT_MEMORY,
-                   engine=None) -> GradeReport:
+                   engine=None, lang: str = "en") -> GradeReport:
     """Grade one exercise (the workspace's file, or ``file``; with ``file`` and no ``key``, the
-    exercise its name says); nothing is saved yet. ``engine`` keeps the grader warm."""
+    exercise its name says); nothing is saved yet. ``engine`` keeps the grader warm; ``lang``
+    is the language of the check titles and messages."""
     from attn_drill.grading import grade
 
     exercise = find_exercise(key) if key else exercise_for_file(file)
     path = learner_file(exercise, file)
     if engine is not None:
-        return engine.grade(exercise, path, device=device, timeout=timeout, memory_limit=memory_limit)
-    return grade(exercise, path, device=device, timeout=timeout, memory_limit=memory_limit)
+        return engine.grade(exercise, path, device=device, timeout=timeout, memory_limit=memory_limit, lang=lang)
+    return grade(exercise, path, device=device, timeout=timeout, memory_limit=memory_limit, lang=lang)
 
 
 def record(store: Store, report: GradeReport) -> int:
@@ -98,26 +103,33 @@ def next_exercise(store: Store, workspace: str | None = None, after: str | None 
 @dataclass(frozen=True)
 class Hint:
     exercise: Exercise
-    shown: tuple[str, ...]    # every hint revealed so far, the newest last
+    shown: tuple[str, ...]    # every hint revealed so far, the newest last (in the language asked for)
     total: int
 
     @property
     def number(self) -> int:
         return len(self.shown)
 
+    def in_lang(self, lang: str) -> tuple[str, ...]:
+        """The hints revealed so far in ``lang``: Chinese under "zh" where the catalog gives them."""
+        return self.exercise.hints_in(lang)[:self.number]
 
-def hint(store: Store, key: str) -> Hint:
-    """Reveal one more hint (up to the last) and return all revealed so far."""
+
+def hint(store: Store, key: str, lang: str = "en") -> Hint:
+    """Reveal one more hint (up to the last) and return all revealed so far, in ``lang``
+    (Chinese under "zh" where the catalog has ``hints_zh``, else English)."""
     exercise = find_exercise(key)
     shown = store.take_hint(exercise.id, len(exercise.hints))
-    return Hint(exercise, exercise.hints[:shown], len(exercise.hints))
+    return Hint(exercise, exercise.hints_in(lang)[:shown], len(exercise.hints))
 
 
 def solution(store: Store, key: str, *, force: bool = False) -> tuple[Exercise, str]:
     exercise = find_exercise(key)
     if not force and not store.ever_passed(exercise.id):
         raise DrillError(f"{exercise.id} has not passed yet, so its solution stays hidden. "
-                         f"Try `attn-drill hint {exercise.id}`, or `attn-drill solution {exercise.id} --force`.")
+                         f"Try `attn-drill hint {exercise.id}`, or `attn-drill solution {exercise.id} --force`.",
+                         zh=f"{exercise.id} 还没有通过，所以参考答案暂不显示。可以先看提示："
+                            f"`attn-drill hint {exercise.id}`，或者直接查看：`attn-drill solution {exercise.id} --force`。")
     return exercise, exercise.solution_path.read_text(encoding="utf-8")
 
 
@@ -125,7 +137,7 @@ def reset(store: Store, key: str) -> tuple[Exercise, Path, Path | None]:
     """Put the starter back (the exercise is pending again in this workspace); returns the
     exercise, its file and the backup of the old one."""
     exercise = find_exercise(key)
-    workspace = require_workspace(f"put {exercise.id}'s starter back")
+    workspace = require_workspace(f"put {exercise.id}'s starter back", f"放回 {exercise.id} 的初始代码")
     backup = reset_exercise(exercise, workspace, home() / "backups")
     store.forget_status(exercise.id, str(workspace.root))
     return exercise, workspace.file_for(exercise), backup

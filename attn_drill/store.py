@@ -242,7 +242,9 @@ def open_store(folder: Path | None = None) -> Store:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the progress folder {folder}: {exc.strerror}. "
-                         "Set ATTN_DRILL_HOME to a writable folder.") from None
+                         "Set ATTN_DRILL_HOME to a writable folder.",
+                         zh=f"无法创建进度文件夹 {folder}：{exc.strerror}。"
+                            "请把 ATTN_DRILL_HOME 设为一个可写的文件夹。") from None
     path = folder / DB_NAME
     warnings: list[str] = []
     for attempt in range(2):
@@ -252,7 +254,8 @@ def open_store(folder: Path | None = None) -> Store:
             return store
         except sqlite3.DatabaseError as exc:
             if attempt or not path.exists() or "locked" in str(exc):
-                raise StoreError(f"cannot open the progress store {path}: {exc}.") from None
+                raise StoreError(f"cannot open the progress store {path}: {exc}.",
+                                 zh=f"无法打开进度存储 {path}：{exc}。") from None
             aside = _set_aside(path)
             warnings.append(f"the progress store {path} was damaged ({exc}); it was kept as {aside.name} "
                             "and a new one was started.")
@@ -265,7 +268,8 @@ def _prepare(store: Store) -> None:
         raise sqlite3.DatabaseError("integrity check failed")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise StoreError(f"{store.path} was written by a newer attn-drill (schema {version}); upgrade attn-drill.")
+        raise StoreError(f"{store.path} was written by a newer attn-drill (schema {version}); upgrade attn-drill.",
+                         zh=f"{store.path} 是由更新版本的 attn-drill 写入的（schema {version}）；请升级 attn-drill。")
     db.executescript(SCHEMA)
     if version < SCHEMA_VERSION:
         with store.transaction():   # of two processes upgrading at once, the second finds the work done

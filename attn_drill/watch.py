@@ -85,7 +85,7 @@ class Watcher:
     def __init__(self, store: Store, key: str | None = None, *, workspace: Workspace | None = None,
                  device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S, memory_limit: str = DEFAULT_MEMORY,
                  sandbox: str = "auto", engine: Engine | None = None, inputs: queue.Queue | None = None,
-                 debounce_s: float = DEBOUNCE_S):
+                 debounce_s: float = DEBOUNCE_S, lang: str = "en"):
         from attn_drill.workspace import require_workspace
 
         check_options(device, timeout, memory_limit, sandbox)
@@ -95,7 +95,7 @@ class Watcher:
         self.exercises = load_catalog()
         self.current: Exercise | None = find_exercise(key) if key else practice.next_exercise(store,
                                                                                             self.progress_key)
-        self.options = {"device": device, "timeout": timeout, "memory_limit": memory_limit}
+        self.options = {"device": device, "timeout": timeout, "memory_limit": memory_limit, "lang": lang}
         self.sandbox = sandbox
         self.inputs: queue.Queue = inputs if inputs is not None else queue.Queue()
         self.debounce_s = debounce_s

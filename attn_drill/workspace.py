@@ -38,12 +38,23 @@ def find_workspace(start: Path | None = None) -> Workspace | None:
     return None
 
 
-def require_workspace(to_do: str = "work on an exercise") -> Workspace:
-    """The current workspace; ``to_do`` completes the error's "cd into one to ..." line."""
+TO_DO_ZH = {   # the Chinese of the ``to_do`` the callers pass without one
+    "work on an exercise": "做练习",
+    "watch an exercise": "监视练习",
+}
+
+
+def require_workspace(to_do: str = "work on an exercise", to_do_zh: str | None = None) -> Workspace:
+    """The current workspace; ``to_do`` (in Chinese ``to_do_zh``) completes the error's "cd into
+    one to ..." line."""
     workspace = find_workspace()
     if workspace is None:
+        doing = to_do_zh or TO_DO_ZH.get(to_do)
         raise WorkspaceError(f"no attn-drill workspace here or above: cd into one to {to_do}. "
-                             "`attn-drill init DIR` makes one.")
+                             "`attn-drill init DIR` makes one.",
+                             zh=("当前目录及其上层都没有 attn-drill 工作区："
+                                 + (f"先 cd 进入一个工作区，再{doing}。" if doing else "先 cd 进入一个工作区。")
+                                 + "`attn-drill init DIR` 可以新建一个。"))
     return workspace
 
 
@@ -79,7 +90,8 @@ class InitResult:
 def init_workspace(folder: Path) -> InitResult:
     """Copy every starter into ``folder/exercises``; never overwrite a learner's file."""
     if folder.exists() and not folder.is_dir():
-        raise WorkspaceError(f"{folder} is a file, not a folder. Try another path.")
+        raise WorkspaceError(f"{folder} is a file, not a folder. Try another path.",
+                             zh=f"{folder} 是一个文件，不是文件夹。请换一个路径。")
     created, kept = [], []
     for exercise in load_catalog():
         target = Workspace(folder).file_for(exercise)
@@ -104,7 +116,9 @@ def pristine_starter(exercise: Exercise, current: Path) -> str:
                                capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         raise WorkspaceError(f"cannot find the original starter of {exercise.id} (this clone has no git "
-                             "history for it). Try `attn-drill init DIR` for a fresh workspace.") from None
+                             "history for it). Try `attn-drill init DIR` for a fresh workspace.",
+                             zh=f"找不到 {exercise.id} 原来的初始代码（这个克隆里没有它的 git 历史）。"
+                                "可以用 `attn-drill init DIR` 新建一个工作区。") from None
     return shown.stdout
 
 

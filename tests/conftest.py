@@ -31,7 +31,8 @@ def engine():
 
 @pytest.fixture
 def graded(engine):
-    """Grade ``path`` as exercise ``key`` on the warm engine."""
+    """Grade ``path`` as exercise ``key`` on the warm engine; ``options`` go to Engine.grade
+    (timeout, memory_limit, tape, lang="zh" for the Chinese titles and messages)."""
     from attn_drill.catalog import find_exercise
 
     def run(key, path, **options):

@@ -3,6 +3,7 @@
 import pytest
 
 from attn_drill.catalog import find_exercise, load_catalog
+from attn_drill.content import CATALOG_FILE
 from attn_drill.errors import ContentError, UnknownExercise
 from attn_drill.validation import _file_problems
 
@@ -34,6 +35,7 @@ def test_schema_names_the_bad_field(tmp_path):
     bad.write_text('format_version = 1\n[[exercises]]\nid = "ex1"\nname = "x"\n')
     with pytest.raises(ContentError, match="missing fields"):
         load_catalog(bad)
-    bad.write_text(open(load_catalog.__wrapped__.__defaults__[0]).read().replace('difficulty = 1', 'difficulty = 7', 1))
+    worse = tmp_path / "worse.toml"   # catalogs are cached by path: a new file for a new text
+    worse.write_text(CATALOG_FILE.read_text().replace('difficulty = 1', 'difficulty = 7', 1))
     with pytest.raises(ContentError, match="difficulty"):
-        load_catalog(bad)
+        load_catalog(worse)

@@ -113,3 +113,19 @@ def test_checks_run_on_cuda():
         reports = pool.grade_all([(ex, ex.solution_path) for ex in load_catalog()], device="cuda")
     for report in reports:
         assert report.device == "cuda" and report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
+
+
+def test_an_engine_whose_templates_were_killed_starts_afresh():
+    import os
+    import signal
+    import time
+
+    from attn_drill.grading import Engine
+
+    exercise = find_exercise("ex1")
+    with Engine(device="cpu") as engine:
+        assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
+        for template in (lambda: engine.worker_template, lambda: engine.judge.pid):
+            os.kill(template(), signal.SIGKILL)
+            time.sleep(0.2)
+            assert engine.grade(exercise, exercise.solution_path, device="cpu").passed

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from attn_drill.catalog import find_exercise
-from attn_drill.grading import grade
+from attn_drill.grading import Engine
 
 from conftest import FIXTURES
 
@@ -179,9 +179,26 @@ def _descendants(root: int, table: dict[int, Proc]) -> list[int]:
 def _leftovers(marker: str) -> dict[int, Proc]:
     """Live processes with ``marker`` in their command line, or below this test process."""
     table = _processes()
-    below = set(_descendants(os.getpid(), table))
+    below = set(_descendants(os.getpid(), table)) - _warm_engines()
     return {pid: proc for pid, proc in table.items()
             if proc.state not in ("Z", "X") and pid != os.getpid() and (marker in proc.cmdline or pid in below)}
+
+
+def _warm_engines() -> set[int]:
+    """Warm graders' own processes, which stay between gradings by design: the templates this
+    test process started (a judge; bwrap, its init and the worker template inside), whichever
+    engine they belong to. What a grading starts lies below a template and must be gone."""
+    table = _processes()
+    kept = set()
+    for pid, proc in table.items():
+        if proc.ppid != os.getpid():
+            continue
+        if "bwrap" in proc.cmdline.split(" ", 1)[0]:   # bwrap, bwrap's init, and the worker template
+            init = [child for child, p in table.items() if p.ppid == pid]
+            kept |= {pid, *init, *(child for child, p in table.items() if p.ppid in init)}
+        elif "attn_drill.engine.judge" in proc.cmdline or "worker.py" in proc.cmdline:
+            kept.add(pid)
+    return kept
 
 
 def _kill(procs: dict[int, Proc]) -> None:
@@ -314,13 +331,32 @@ def _materialize(name: str, folder: Path, targets: Targets | None = None) -> tup
     return path, f"{MARK}{token}"
 
 
+_ENGINES: dict[str, Engine] = {}   # warm graders, one per sandbox mode, shared by the whole hostile set
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_engines():
+    yield
+    for engine in _ENGINES.values():
+        engine.close()
+    _ENGINES.clear()
+
+
+def _engine(sandbox: str) -> Engine:
+    """The warm grader every hostile file goes through, one after another: each grading gets
+    fresh processes, so what one file did must not reach the next (see the last test)."""
+    if sandbox not in _ENGINES:
+        _ENGINES[sandbox] = Engine(sandbox=sandbox, device="cpu")
+    return _ENGINES[sandbox]
+
+
 def _grade(name: str, tmp_path: Path, *, targets: Targets | None = None, sandbox: str = "bubblewrap",
            timeout: float = CALM_TIMEOUT, memory_limit: str = "2GiB") -> Graded:
     path, marker = _materialize(name, tmp_path / "submission", targets)
     started = time.monotonic()
     try:
-        report = grade(find_exercise("ex1"), path, device="cpu", timeout=timeout, memory_limit=memory_limit,
-                       sandbox=sandbox)
+        report = _engine(sandbox).grade(find_exercise("ex1"), path, device="cpu", timeout=timeout,
+                                        memory_limit=memory_limit)
     finally:
         elapsed = time.monotonic() - started
         _assert_nothing_left(marker)
@@ -498,8 +534,21 @@ def test_learner_exception_shows_their_frames_only(tmp_path):
         "    return q @ q\n\n"
         "def self_attention(x, w_q, w_k, w_v, mask=None):\n"
         "    raise KeyError('oops')\n")
-    report = grade(find_exercise("ex1"), broken, device="cpu", timeout=CALM_TIMEOUT)
+    report = _engine("bubblewrap" if SANDBOXED else "none").grade(find_exercise("ex1"), broken, device="cpu",
+                                                                  timeout=CALM_TIMEOUT)
     message = next(c.message for c in report.checks if "raised an error" in c.message)
     assert "ex01_self_attention.py, line 2, in scaled_dot_product_attention" in message
     assert "line 5, in helper" in message
     assert "harness.py" not in message and "runner.py" not in message
+
+
+@needs_sandbox
+def test_the_warm_engine_still_grades_right_after_the_hostile_set():
+    """After every hostile file this worker process graded before (in this module), the same
+    warm engine still passes the reference and fails the starter, each with every check."""
+    exercise = find_exercise("ex1")
+    engine = _engine("bubblewrap")
+    passed = engine.grade(exercise, exercise.solution_path, device="cpu")
+    assert passed.passed, [(c.name, c.message) for c in passed.checks if not c.passed]
+    failed = engine.grade(exercise, exercise.starter_path, device="cpu")
+    assert not failed.passed and len(failed.checks) == len(passed.checks)

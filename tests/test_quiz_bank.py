@@ -108,6 +108,8 @@ def test_every_mistake_the_checks_name_is_in_the_table_with_questions():
     for key, entry in table.items():
         assert entry["tags"] and set(entry["tags"]) <= TAGS, key
         assert entry["says"].strip(), key
+        assert isinstance(entry.get("says_zh"), str) and re.search(r"[\u4e00-\u9fff]", entry["says_zh"]), \
+            f"{key}: every built-in mistake has says_zh, completing '你的输出等于……' (--lang zh)"
         carrying = [raw["id"] for _, raw in RAW if set(entry["tags"]) & set(raw["tags"])]
         assert len(carrying) >= 2, f"{key}: fewer than two questions carry {entry['tags']}"
     assert table["no-scale"]["tags"] == ["scale"] and table["softmax-dim"]["tags"] == ["softmax-dim"]

@@ -659,7 +659,7 @@ def test_a_version_2_store_gains_the_due_review_column(drill_home):
     db.executescript(V2_ANSWERS)
     db.close()
     store = open_store()
-    assert store.warnings == [] and store._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert store.warnings == [] and store._db.execute("PRAGMA user_version").fetchone()[0] == 4
     assert [a["was_due"] for a in store.answers()] == [None]        # not known for old answers
     store.record_answer("q-1", "masking", correct=True, rating=3, answer="t",
                         review=lambda card: scheduling.review(card, "q-1", 3))

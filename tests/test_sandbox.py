@@ -44,7 +44,8 @@ def test_own_namespaces_no_capabilities_dies_with_parent(layout):
     assert ["--cap-drop", "ALL"] in [argv[i:i + 2] for i in range(len(argv))]
     assert ["/tmp/box", "/box"] in flags(argv, "--ro-bind")
     assert ["/proc", "--remount-ro"] in flags(argv, "--proc") and "--bind" not in argv  # nothing writable bound
-    assert argv[argv.index("--") + 1:argv.index("--") + 4] == [sys.executable, "-I", "/box/worker.py"]
+    assert argv[argv.index("--") + 1:argv.index("--") + 5] == [sys.executable, "-I", "-u", "/box/worker.py"]
+    assert argv.index("--remount-ro", argv.index("/box")) < argv.index("--")   # the root is read-only too
 
 
 def test_no_home_no_workspace_no_package_files(layout):

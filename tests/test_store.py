@@ -26,7 +26,7 @@ def test_damaged_file_is_set_aside_and_reported(drill_home, cli):
     assert "damaged" in result.stderr and "kept as" in result.stderr
     aside = list(drill_home.glob(f"{DB_NAME}.damaged-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
-    sqlite3.connect(drill_home / DB_NAME).execute("SELECT * FROM exercise_progress")
+    sqlite3.connect(drill_home / DB_NAME).execute("SELECT * FROM workspace_progress")
 
 
 def test_two_processes_at_once_lose_nothing(drill_home):

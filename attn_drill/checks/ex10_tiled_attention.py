@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attn_drill.checks.harness import DTYPES, check, compare, compare_gradients, describe, fail, mistake, randn
+from attn_drill.checks.harness import DTYPES, _t, check, compare, compare_gradients, describe, fail, mistake, randn
 from attn_drill.checks.mistakes import attention, attention_mistakes
 from attn_drill.checks.properties import check_defines, check_static_scan, finite, outputs  # noqa: F401
 
@@ -83,41 +83,52 @@ def expect(learner, reference, q, k, v, block, causal=False, scale=None, *, note
     """The learner's tiled_attention equals the reference's (or torch's sdpa) on these inputs; returns it."""
     out = tiled(learner, q, k, v, block_size=block, causal=causal, scale=scale)
     inputs = describe(q=q, k=k, v=v, block_size=block, causal=causal or None, scale=scale) + note
-    finite("out", [out], inputs=inputs, advice="exponentiate the scores minus the running max, never the raw "
-           "scores; a row with no allowed key has l = 0 and acc = 0: return 0 there, not 0 / 0.")
+    finite("out", [out], inputs=inputs, advice=_t("exponentiate the scores minus the running max, never the raw "
+                                                  "scores; a row with no allowed key has l = 0 and acc = 0: return 0 "
+                                                  "there, not 0 / 0.",
+                                                  "对分数减去当前的最大值后再取 exp，绝不要对原始分数取 exp；没有任何"
+                                                  "允许的 key 的行 l = 0 且 acc = 0：在那里返回 0，而不是 0 / 0。"))
     if builtin:  # torch's is_causal=True is top-left aligned: give it the bottom-right mask (True = may attend)
         mask = causal_allowed(q.size(-2), k.size(-2), q.device) if causal else None
-        want, what = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "out against torch's sdpa"
+        want, what = F.scaled_dot_product_attention(q, k, v, attn_mask=mask), _t("out against torch's sdpa",
+                                                                                 "out 对照 torch 的 sdpa")
     else:
         want, what = reference.tiled_attention(q, k, v, block_size=block, causal=causal, scale=scale), "out"
     compare(what, out, want, inputs=inputs, mistakes=[*extra, *tiled_mistakes(q, k, v, block, causal, scale)])
     return out, want
 
 
-@check("out matches the reference (float64 and float32; ragged last block, block_size 1 and >= S, L != S)")
+@check("out matches the reference (float64 and float32; ragged last block, block_size 1 and >= S, L != S)",
+       zh="out 与参考实现一致（float64 和 float32；最后一块不完整，block_size 为 1 和 >= S，L != S）")
 def check_matches_reference(learner, reference, device):
     for dtype in DTYPES:
         for seed, shape in enumerate(SHAPES):
             expect(learner, reference, *make_qkv(shape, dtype, device, seed=10 * seed), shape[-1])
 
 
-@check("causal=True matches the reference, bottom-right aligned: query i sees key j iff j <= i + (S - L)")
+@check("causal=True matches the reference, bottom-right aligned: query i sees key j iff j <= i + (S - L)",
+       zh="使用因果掩码（causal=True）时与参考实现一致，右下对齐：query i 能看到 key j 当且仅当 j <= i + (S - L)")
 def check_causal(learner, reference, device):
     for dtype in DTYPES:
         for seed, shape in enumerate(CAUSAL_SHAPES):
             expect(learner, reference, *make_qkv(shape, dtype, device, seed=100 + 10 * seed), shape[-1], True)
 
 
-@check("causal with L > S: the first L - S queries see no key and get 0, never NaN (forward and gradients)")
+@check("causal with L > S: the first L - S queries see no key and get 0, never NaN (forward and gradients)",
+       zh="因果掩码且 L > S：前 L - S 个 query 看不到任何 key，得到 0，绝不是 NaN（前向和梯度）")
 def check_causal_rows_without_keys(learner, reference, device):
     q, k, v = make_qkv((2, 2, 7, 4, 4, 3, 3), torch.float64, device, seed=200, requires_grad=True)  # L 7 > S 4
-    compare_gradients(learner, *expect(learner, reference, q, k, v, 3, True, note="; queries 0-2 see no key"),
+    compare_gradients(learner, *expect(learner, reference, q, k, v, 3, True,
+                                       note=_t("; queries 0-2 see no key", "；query 0-2 看不到任何 key")),
                       {"q": q, "k": k, "v": v}, inputs=describe(q=q, k=k, v=v, block_size=3, causal=True),
-                      nonfinite="mask with masked_fill and replace the zero sum l by 1 before dividing, rather "
-                                "than letting 0 / 0 or -inf - -inf happen.")
+                      nonfinite=_t("mask with masked_fill and replace the zero sum l by 1 before dividing, rather "
+                                   "than letting 0 / 0 or -inf - -inf happen.",
+                                   "用 masked_fill 屏蔽，并在相除之前把为零的和 l 换成 1，不要让 0 / 0 或 "
+                                   "-inf - -inf 发生。"))
 
 
-@check("matches torch's scaled_dot_product_attention (causal given to it as a bottom-right boolean mask)")
+@check("matches torch's scaled_dot_product_attention (causal given to it as a bottom-right boolean mask)",
+       zh="与 torch 的 scaled_dot_product_attention 一致（因果掩码以右下对齐的布尔掩码传给它）")
 def check_matches_builtin(learner, device):
     for dtype in DTYPES:
         for seed, shape in enumerate([(2, 3, 5, 7, 4, 6, 3), (1, 2, 8, 8, 4, 4, 3)]):
@@ -125,15 +136,17 @@ def check_matches_builtin(learner, device):
                 expect(learner, None, *make_qkv(shape, dtype, device, seed=300 + 10 * seed), 3, causal, builtin=True)
 
 
-@check("large logits (about 1e4) give finite, correct results")
+@check("large logits (about 1e4) give finite, correct results",
+       zh="很大的 logits（约 1e4）给出有限且正确的结果")
 def check_large_logits(learner, reference, device):
     for dtype in DTYPES:
         for causal in (False, True):
             q, k, v = make_qkv((2, 2, 6, 9, 4, 3, 4), dtype, device, seed=500)
-            expect(learner, reference, q * 100, k * 100, v, 4, causal, note=", scores near 1e4")
+            expect(learner, reference, q * 100, k * 100, v, 4, causal, note=_t(", scores near 1e4", "，分数约为 1e4"))
 
 
-@check("an explicit scale replaces 1/sqrt(D)")
+@check("an explicit scale replaces 1/sqrt(D)",
+       zh="显式给出的 scale 取代 1/sqrt(D)")
 def check_explicit_scale(learner, reference, device):
     for causal in (False, True):
         q, k, v = make_qkv((2, 3, 5, 7, 4, 6, 3), torch.float64, device, seed=600)
@@ -142,7 +155,8 @@ def check_explicit_scale(learner, reference, device):
                extra=[(mistake("scale-ignored"), lambda: attention(q, k, v, mask)[0])])
 
 
-@check("gradients with respect to q, k and v match the reference (autograd through your loop)")
+@check("gradients with respect to q, k and v match the reference (autograd through your loop)",
+       zh="对 q、k、v 的梯度与参考实现一致（autograd 穿过你的循环）")
 def check_gradients(learner, reference, device):
     for seed, (shape, causal) in enumerate([((2, 2, 5, 7, 4, 3, 3), False), ((1, 2, 6, 6, 3, 4, 4), True)]):
         q, k, v = make_qkv(shape, torch.float64, device, seed=700 + 10 * seed, requires_grad=True)
@@ -150,17 +164,23 @@ def check_gradients(learner, reference, device):
                           inputs=describe(q=q, k=k, v=v, block_size=shape[-1], causal=causal))
 
 
-@check("bad arguments raise ValueError naming the argument")
+@check("bad arguments raise ValueError naming the argument",
+       zh="错误的参数会抛出指明该参数的 ValueError")
 def check_bad_arguments(learner, device):
     q, k, v, k3, v6 = (randn(1, 2, *shape, device=device) for shape in ((5, 4), (7, 4), (7, 4), (7, 3), (6, 4)))
     for block_size in (0, -3):
         learner.raises(f"block_size={block_size}", ("block_size",), "tiled_attention", q, k, v, block_size=block_size)
-    learner.raises("q (1, 2, 5, 4) and k (1, 2, 7, 3) of different widths", ("q", "k"), "tiled_attention", q, k3, v)
-    learner.raises("k (1, 2, 7, 4) and v (1, 2, 6, 4) of different lengths", ("k", "v"), "tiled_attention", q, k, v6)
+    learner.raises(_t("q (1, 2, 5, 4) and k (1, 2, 7, 3) of different widths",
+                      "q (1, 2, 5, 4) 与 k (1, 2, 7, 3) 的宽度不同"),
+                   ("q", "k"), "tiled_attention", q, k3, v)
+    learner.raises(_t("k (1, 2, 7, 4) and v (1, 2, 6, 4) of different lengths",
+                      "k (1, 2, 7, 4) 与 v (1, 2, 6, 4) 的长度不同"),
+                   ("k", "v"), "tiled_attention", q, k, v6)
 
 
 @check(f"never holds an L x S matrix: memory rises by far less than one bool L x S mask (L = {BIG[2]}, "
-       f"S = {BIG[3]})")
+       f"S = {BIG[3]})",
+       zh=f"从不持有 L x S 矩阵：内存的增长远小于一个 bool 类型的 L x S 掩码（L = {BIG[2]}，S = {BIG[3]}）")
 def check_never_full_scores(learner, reference):
     # Last: full matrices that exhaust the worker's memory come after every other verdict. On CPU
     # whatever the device, since the kernel measures host memory.
@@ -173,11 +193,16 @@ def check_never_full_scores(learner, reference):
         (out, largest), rise = learner.peak_memory(
             lambda: learner.call_watched("tiled_attention", q, k, v, block_size=block, causal=causal))
         if rise >= MEMORY_BOUND:
-            fail(f"you computed the full L x S score matrix (or mask): for {inputs} your worker's memory rose by "
-                 f"{rise / 2**20:.0f} MiB (a float32 L x S matrix is {L * S * 4 >> 20} MiB, a bool one {L * S >> 20} "
-                 f"MiB; the bound is {MEMORY_BOUND >> 20} MiB). Your largest tensor [elements, op, shape]: {largest}; "
-                 f"a loop over key blocks needs about B*H*L*block_size = {B * H * L * block} elements. Compute "
-                 "each block's scores (and its part of any causal mask) inside the loop.",
+            fail(_t(f"you computed the full L x S score matrix (or mask): for {inputs} your worker's memory rose by "
+                    f"{rise / 2**20:.0f} MiB (a float32 L x S matrix is {L * S * 4 >> 20} MiB, a bool one "
+                    f"{L * S >> 20} MiB; the bound is {MEMORY_BOUND >> 20} MiB). Your largest tensor [elements, op, "
+                    f"shape]: {largest}; a loop over key blocks needs about B*H*L*block_size = {B * H * L * block} "
+                    "elements. Compute each block's scores (and its part of any causal mask) inside the loop.",
+                    f"你计算了完整的 L x S 分数矩阵（或掩码）：输入为 {inputs} 时，你的 worker 的内存增长了 "
+                    f"{rise / 2**20:.0f} MiB（一个 float32 的 L x S 矩阵是 {L * S * 4 >> 20} MiB，bool 的是 "
+                    f"{L * S >> 20} MiB；上限是 {MEMORY_BOUND >> 20} MiB）。你最大的张量 [元素数, 算子, 形状]："
+                    f"{largest}；按 key 块循环只需要约 B*H*L*block_size = {B * H * L * block} 个元素。请在循环内"
+                    "计算每一块的分数（以及它那一部分的因果掩码）。"),
                  mistake("full-score-matrix").key)
         compare("out", outputs(out, 1, "tiled_attention()")[0],
                 reference.tiled_attention(q, k, v, block_size=block, causal=causal), inputs=inputs)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attn_drill.checks.harness import (
-    DTYPES, check, compare, compare_gradients, copy_parameters, describe, fail, mistake, randn, random_mask,
+    DTYPES, _t, check, compare, compare_gradients, copy_parameters, describe, fail, mistake, randn, random_mask,
 )
 from attn_drill.checks.mistakes import ATTENTION_VARIANTS, attention
 from attn_drill.checks.properties import (  # noqa: F401  (check_* are collected here)
@@ -89,8 +89,11 @@ def expect(learner, mine, ref, x, mask=None, *, what="out", note="", want=None, 
     (its output, want)."""
     out, want = forward(learner, mine, x, mask), ref(x, mask=mask) if want is None else want
     inputs = describe(x=x, mask=mask, num_heads=ref.attn.num_heads) + note
-    finite(what, [out], inputs=inputs, advice="a fully-masked row must get zero attention weights, not the softmax "
-           "of a row of -inf, and the softmax must subtract each row's maximum (torch.softmax does).")
+    finite(what, [out], inputs=inputs, advice=_t("a fully-masked row must get zero attention weights, not the softmax "
+                                                 "of a row of -inf, and the softmax must subtract each row's maximum "
+                                                 "(torch.softmax does).",
+                                                 "全部被屏蔽的行必须得到全零的注意力权重，而不是一整行 -inf 的 softmax；"
+                                                 "softmax 还必须减去每行的最大值（torch.softmax 会这样做）。"))
     compare(what, out, want, inputs=inputs, mistakes=block_mistakes(ref, x, mask) if mistakes is None else mistakes)
     return out, want
 
@@ -109,22 +112,27 @@ def builtin_layer(ref, E, H, F_):
     return layer.eval()
 
 
-@check("parameters are ln1, attn.{q,k,v,out}_proj, ln2, ffn.fc1 and ffn.fc2 with the statement's shapes, nothing else")
+@check("parameters are ln1, attn.{q,k,v,out}_proj, ln2, ffn.fc1 and ffn.fc2 with the statement's shapes, nothing else",
+       zh="参数是 ln1、attn.{q,k,v,out}_proj、ln2、ffn.fc1 和 ffn.fc2，形状与题目说明一致，没有别的参数")
 def check_parameters(learner, reference):
     mine, ref = blocks(learner, reference, 12, 4, 20)
     count, want = len(learner.parameters(mine)), len(list(ref.parameters()))
     if count != want:
-        fail(f"{NAME}(12, 4, 20) has {count} distinct parameter tensors, expected {want}: is one submodule the "
-             "same object as another (ln2 = ln1)? Each sublayer needs its own LayerNorm.")
+        fail(_t(f"{NAME}(12, 4, 20) has {count} distinct parameter tensors, expected {want}: is one submodule the "
+                "same object as another (ln2 = ln1)? Each sublayer needs its own LayerNorm.",
+                f"{NAME}(12, 4, 20) 有 {count} 个不同的参数张量，应为 {want} 个：是不是有一个子模块和另一个是同一个"
+                "对象（ln2 = ln1）？每个子层都需要自己的 LayerNorm。"))
 
 
-@check("embed_dim not divisible by num_heads raises ValueError naming both")
+@check("embed_dim not divisible by num_heads raises ValueError naming both",
+       zh="embed_dim 不能被 num_heads 整除时抛出 ValueError，并指明这两个参数")
 def check_indivisible(learner):
     indivisible_heads_raise(learner, NAME, 16)
     indivisible_heads_raise(learner, "MultiHeadAttention")
 
 
-@check("MultiHeadAttention on its own follows ex2's contract (cross-attention with a mask, weights included)")
+@check("MultiHeadAttention on its own follows ex2's contract (cross-attention with a mask, weights included)",
+       zh="单独的 MultiHeadAttention 遵循 ex2 的约定（带掩码的交叉注意力，包括 weights）")
 def check_multi_head_attention(learner, reference, device):
     mine, ref = twin(learner, reference.MultiHeadAttention, "MultiHeadAttention", 8, 2, device=device, seed=3)
     query, memory = randn(2, 4, 8, device=device, seed=1), randn(2, 6, 8, device=device, seed=2)  # (B, L, E), (B, S, E)
@@ -134,10 +142,12 @@ def check_multi_head_attention(learner, reference, device):
           need_weights=True), inputs=describe(query=query, key=memory, value=memory, mask=mask, num_heads=2))
     _, none = outputs(learner.run(mine, query), 2, "MultiHeadAttention.forward")
     if none is not None:
-        fail(f"MultiHeadAttention.forward returned weights for need_weights=False; return None then (got {none}).")
+        fail(_t(f"MultiHeadAttention.forward returned weights for need_weights=False; return None then (got {none}).",
+                f"need_weights=False 时 MultiHeadAttention.forward 返回了 weights；这时应返回 None（得到的是 {none}）。"))
 
 
-@check("the block matches the reference (float64 and float32, five shapes, with and without a mask)")
+@check("the block matches the reference (float64 and float32, five shapes, with and without a mask)",
+       zh="整个块与参考实现一致（float64 和 float32，五种形状，有无掩码）")
 def check_matches_reference(learner, reference, device):
     for dtype in DTYPES:
         for seed, (B, T, E, H, F_) in enumerate(SHAPES):
@@ -148,7 +158,8 @@ def check_matches_reference(learner, reference, device):
 
 
 @check("matches nn.TransformerEncoderLayer(norm_first=True, activation=\"gelu\") with the same weights "
-       "(its src_mask gets ~mask)")
+       "(its src_mask gets ~mask)",
+       zh="权重相同时与 nn.TransformerEncoderLayer(norm_first=True, activation=\"gelu\") 一致（它的 src_mask 取 ~mask）")
 def check_matches_builtin(learner, reference, device):
     B, T, E, H, F_ = 2, 5, 8, 2, 12
     for dtype in DTYPES:
@@ -158,23 +169,28 @@ def check_matches_builtin(learner, reference, device):
         # the layer's boolean src_mask means True = NOT allowed, so it gets ~mask; a per-batch mask as (B * H, T, T)
         for mask, theirs in ((None, None), (random_mask(T, T, device=device, seed=71),) * 2,
                              (per_batch, per_batch.expand(B, H, T, T).reshape(B * H, T, T))):
-            expect(learner, mine, ref, x, mask, what="out against nn.TransformerEncoderLayer",
+            expect(learner, mine, ref, x, mask,
+                   what=_t("out against nn.TransformerEncoderLayer", "out 对照 nn.TransformerEncoderLayer"),
                    want=layer(x, src_mask=None if theirs is None else ~theirs))
 
 
 @check("a query whose keys are all masked gives a finite output (attention adds out_proj of zeros) "
-       "and finite gradients")
+       "and finite gradients",
+       zh="key 全部被屏蔽的 query 给出有限的输出（注意力部分加上的是全零向量经过 out_proj 的结果）和有限的梯度")
 def check_fully_masked_rows(learner, reference, device):
     mine, ref = blocks(learner, reference, 8, 2, 12, device=device, seed=8)
     x = randn(2, 5, 8, device=device, seed=80, requires_grad=True)  # (B, T, E)
     mask = random_mask(2, 1, 5, 5, device=device, seed=81)
     mask[:, :, 3] = False  # query 3 may attend to nothing
-    compare_gradients(learner, *expect(learner, mine, ref, x, mask, note=", row 3 fully masked"), {"x": x},
-                      inputs=describe(x=x, mask=mask, num_heads=2) + ", row 3 fully masked",
-                      nonfinite="zero the fully-masked weights with masked_fill, not arithmetic.")
+    row = _t(", row 3 fully masked", "，第 3 行全部被屏蔽")
+    compare_gradients(learner, *expect(learner, mine, ref, x, mask, note=row), {"x": x},
+                      inputs=describe(x=x, mask=mask, num_heads=2) + row,
+                      nonfinite=_t("zero the fully-masked weights with masked_fill, not arithmetic.",
+                                   "用 masked_fill 而不是算术运算把全部被屏蔽的权重置零。"))
 
 
-@check("residuals are present: with attn.out_proj and ffn.fc2 zeroed, the block returns x unchanged")
+@check("residuals are present: with attn.out_proj and ffn.fc2 zeroed, the block returns x unchanged",
+       zh="有残差连接：把 attn.out_proj 和 ffn.fc2 置零后，块原样返回 x")
 def check_residuals(learner, reference, device):
     def silence(*names):  # these layers now output exactly 0
         return lambda ref: [p.zero_() for name in names for p in ref.get_submodule(name).parameters()]
@@ -182,15 +198,18 @@ def check_residuals(learner, reference, device):
     x = randn(2, 5, 8, device=device, seed=90)  # (B, T, E)
     mine, ref = blocks(learner, reference, 8, 2, 12, device=device, seed=9, edit=silence("attn.out_proj", "ffn.fc2"))
     # every missing residual gives 0 here, so that is named plainly rather than guessed
-    expect(learner, mine, ref, x, want=x, what="out with both sublayers silenced",
-           note=" (each sublayer outputs 0, so x + 0 + 0 = x is expected; 0 means a residual is missing)",
+    expect(learner, mine, ref, x, want=x, what=_t("out with both sublayers silenced", "两个子层都被静音时的 out"),
+           note=_t(" (each sublayer outputs 0, so x + 0 + 0 = x is expected; 0 means a residual is missing)",
+                   "（每个子层输出 0，所以应得到 x + 0 + 0 = x；得到 0 说明缺少残差连接）"),
            mistakes=[(mistake("no-residual"), lambda: torch.zeros_like(x)),
                      *[(m, c) for m, c in block_mistakes(ref, x) if m.key != "no-residual"]])
     mine, ref = blocks(learner, reference, 8, 2, 12, device=device, seed=9, edit=silence("ffn.fc2"))
-    expect(learner, mine, ref, x, what="out with the FFN silenced", note=" (so x + attn(ln1(x)) is expected)")
+    expect(learner, mine, ref, x, what=_t("out with the FFN silenced", "FFN 被静音时的 out"),
+           note=_t(" (so x + attn(ln1(x)) is expected)", "（所以应得到 x + attn(ln1(x))）"))
 
 
-@check("large attention logits (thousands) give finite, correct results")
+@check("large attention logits (thousands) give finite, correct results",
+       zh="很大的注意力 logits（数千）给出有限且正确的结果")
 def check_large_logits(learner, reference, device):
     def sharpen(ref):
         ref.attn.q_proj.weight.mul_(60)
@@ -199,25 +218,30 @@ def check_large_logits(learner, reference, device):
     for dtype in DTYPES:
         mine, ref = blocks(learner, reference, 8, 2, 12, dtype, device, seed=10, edit=sharpen)
         x, mask = randn(2, 5, 8, dtype=dtype, device=device, seed=100), random_mask(5, 5, device=device, seed=101)
-        expect(learner, mine, ref, x, mask, note=", attention logits in the thousands")
+        expect(learner, mine, ref, x, mask, note=_t(", attention logits in the thousands", "，注意力 logits 达数千"))
 
 
 @check("dropout acts in training mode only: eval is deterministic even with dropout=0.5, training "
-       "with dropout=0.5 is random, training with dropout=0 equals eval")
+       "with dropout=0.5 is random, training with dropout=0 equals eval",
+       zh="dropout 只在训练模式下起作用：即使 dropout=0.5，eval 的结果也是确定的；dropout=0.5 时训练是随机的；dropout=0 时训练等于 eval")
 def check_dropout(learner, reference, device):
     mine, ref = blocks(learner, reference, 8, 2, 16, device=device, seed=11, dropout=0.5)
     x = randn(2, 6, 8, device=device, seed=110)  # (B, T, E)
     inputs = describe(x=x, num_heads=2, ffn_dim=16)
     eval_is_deterministic(learner, "out", mine, lambda: forward(learner, mine, x), inputs=inputs)
     dropout_train_only(learner, "out", mine, lambda: forward(learner, mine, x), lambda: ref(x), inputs=inputs,
-                       advice="drop with probability dropout while self.training is True, with a fresh random mask "
-                              "every call (nn.Dropout does this).")
+                       advice=_t("drop with probability dropout while self.training is True, with a fresh random "
+                                 "mask every call (nn.Dropout does this).",
+                                 "在 self.training 为 True 时以概率 dropout 丢弃，每次调用都用新的随机掩码"
+                                 "（nn.Dropout 会这样做）。"))
     plain, ref = blocks(learner, reference, 8, 2, 16, device=device, seed=11)
     learner.train(plain)
-    expect(learner, plain, ref, x, what="out in training mode with dropout=0.0", note=" (so it must equal eval mode)")
+    expect(learner, plain, ref, x, what=_t("out in training mode with dropout=0.0", "out（训练模式，dropout=0.0）"),
+           note=_t(" (so it must equal eval mode)", "（所以必须等于 eval 模式）"))
 
 
-@check("gradients of x and of every parameter match the reference (every parameter gets one)")
+@check("gradients of x and of every parameter match the reference (every parameter gets one)",
+       zh="x 和每个参数的梯度都与参考实现一致（每个参数都得到梯度）")
 def check_gradients(learner, reference, device):
     mine, ref = blocks(learner, reference, 8, 2, 12, device=device, seed=12)
     x = randn(2, 5, 8, device=device, seed=120, requires_grad=True)  # (B, T, E)

@@ -44,6 +44,7 @@ class Config:
     device: torch.device
     remote: Remote
     state: dict = field(default_factory=dict)
+    lang: str = "en"                   # the language of titles and messages: "en" or "zh"
 
 
 CONFIG: Config | None = None
@@ -55,11 +56,41 @@ def config() -> Config:
     return CONFIG
 
 
-def check(title: str):
-    """Give a check the title a learner sees ("weights rows sum to 1")."""
+def current_lang() -> str:
+    """The grading's language ("en" when no grading is configured)."""
+    return CONFIG.lang if CONFIG is not None else "en"
+
+
+def _t(en: str, zh: str) -> str:
+    """``en`` or ``zh``, by the grading's language (``--lang zh`` or a Chinese locale)."""
+    return zh if current_lang() == "zh" else en
+
+
+def _pad(text: str) -> str:
+    """``text`` with a space on each side that meets Chinese text with an ASCII character
+    (docs/glossary.md: a space between an English word and the Chinese around it)."""
+    text = str(text)
+    if not text:
+        return text
+    return (" " if text[0].isascii() else "") + text + (" " if text[-1].isascii() else "")
+
+
+_CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+_CJK_SPACE = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])")
+
+
+def _tidy(text: str) -> str:
+    """Chinese text without the spaces a template left between two Chinese characters."""
+    return _CJK_SPACE.sub("", text)
+
+
+def check(title: str, zh: str | None = None):
+    """Give a check the title a learner sees ("weights rows sum to 1"), and its Chinese
+    title (``zh``) for ``--lang zh``."""
 
     def mark(fn):
         fn.__check_title__ = title
+        fn.__check_title_zh__ = zh
         return fn
 
     return mark
@@ -73,6 +104,8 @@ class CheckFailure(AssertionError):
     """A failed check; ``mistake`` names a known mistake when the output matched one."""
 
     def __init__(self, message: str, mistake: str | None = None, while_doing: str | None = None):
+        if current_lang() == "zh":
+            message = _tidy(message)
         super().__init__(message)
         self.message = message
         self.mistake = mistake
@@ -90,6 +123,7 @@ class Mistake:
 
     key: str
     says: str
+    says_zh: str = ""   # the same in Chinese, completing "你的输出等于……"; "" where the table has none
 
 
 MISTAKES_FILE = Path(__file__).resolve().parent.parent / "questions" / "mistakes.toml"
@@ -99,11 +133,29 @@ MISTAKES_FILE = Path(__file__).resolve().parent.parent / "questions" / "mistakes
 def mistake_table() -> dict[str, Mistake]:
     """Every known mistake, from the one table the quiz reads too."""
     data = tomllib.loads(MISTAKES_FILE.read_text(encoding="utf-8"))
-    return {entry["key"]: Mistake(entry["key"], entry["says"]) for entry in data["mistakes"]}
+    return {entry["key"]: Mistake(entry["key"], entry["says"], entry.get("says_zh", ""))
+            for entry in data["mistakes"]}
 
 
 def mistake(key: str) -> Mistake:
     return mistake_table()[key]
+
+
+def says(known: Mistake, lang: str | None = None) -> str:
+    """What ``known`` computes, completing "your output equals ...", in ``lang`` (by default the
+    grading's): the Chinese ``says_zh`` where the table has one, else the English."""
+    if (lang or current_lang()) == "zh":
+        return getattr(known, "says_zh", None) or known.says
+    return known.says
+
+
+def equals_line(known: Mistake, what: str = "output") -> str:
+    """The line that names a known mistake: "\nYour output equals ...." (``what``: output or mask)."""
+    if current_lang() == "zh":
+        noun = {"output": "输出", "mask": "掩码"}.get(what, what)
+        text = says(known, "zh")
+        return f"\n你的{noun}等于{' ' if text[:1].isascii() else ''}{text}。"
+    return f"\nYour {what} equals {known.says}."
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,7 +178,8 @@ class Learner:
 
     def _ask(self, what: str, op: str, *, value_error_ok: bool = False, **fields) -> Any:
         if self.remote.broken is not None:
-            fail(f"not run: your code {_problem_text(self.remote.broken)} in an earlier check (see above).")
+            fail(_t(f"not run: your code {_problem_text(self.remote.broken)} in an earlier check (see above).",
+                    f"未运行：你的代码在之前的一项检查中{_problem_text(self.remote.broken)}（见上文）。"))
         try:
             return self.remote.request(op, **fields)
         except LearnerError as error:
@@ -134,9 +187,11 @@ class Learner:
                 raise _ValueErrorRaised(error) from None
             fail(_learner_error_text(what, error))
         except WorkerLost as problem:
-            raise CheckFailure(f"your code stopped the worker process during {what}", None, what) from problem
+            raise CheckFailure(_t(f"your code stopped the worker process during {what}",
+                                  f"你的代码在{_pad(what)}期间终止了 worker 进程。"), None, what) from problem
         except WorkerProblem as problem:
-            fail(f"your code {_problem_text(problem)} during {what}.")
+            fail(_t(f"your code {_problem_text(problem)} during {what}.",
+                    f"你的代码在{_pad(what)}期间{_problem_text(problem)}。"))
 
     def _call(self, what: str, target: Any, method: str | None, args: tuple, kwargs: dict,
               value_error_ok: bool = False, watch: bool = False) -> Any:
@@ -144,9 +199,11 @@ class Learner:
                            args=list(args), kwargs=kwargs, watch=watch)
         keys = {"result", "modified", "largest"} if watch else {"result", "modified"}
         if not isinstance(answer, dict) or set(answer) != keys or not isinstance(answer["modified"], list):
-            raise CheckFailure(f"{what}: your code interfered with the grader (a malformed answer).")
+            raise CheckFailure(_t(f"{what}: your code interfered with the grader (a malformed answer).",
+                                  f"{what}：你的代码干扰了评分程序（回答格式错误）。"))
         if answer["modified"]:
-            fail(f"{what} modified its input {answer['modified'][0]} in place; work on new tensors instead.")
+            fail(_t(f"{what} modified its input {answer['modified'][0]} in place; work on new tensors instead.",
+                    f"{what} 原地修改了它的输入 {answer['modified'][0]}；请在新的张量上计算。"))
         return (answer["result"], answer["largest"]) if watch else answer["result"]
 
     def call(self, name: str, *args, **kwargs) -> Any:
@@ -162,14 +219,16 @@ class Learner:
         """Construct the learner's class ``name``."""
         obj = self._call(f"{name}(...)", name, None, args, kwargs)
         if not isinstance(obj, RemoteObject):
-            fail(f"{name}(...) should make an object, got {type(obj).__name__}.")
+            fail(_t(f"{name}(...) should make an object, got {type(obj).__name__}.",
+                    f"{name}(...) 应当创建一个对象，却得到了 {type(obj).__name__}。"))
         return obj
 
     def module(self, name: str, *args, **kwargs) -> RemoteObject:
         """Construct the learner's ``nn.Module`` subclass ``name``."""
         obj = self.new(name, *args, **kwargs)
         if not obj.is_module:
-            fail(f"{name}(...) should be a torch.nn.Module, got {obj.type_name}.")
+            fail(_t(f"{name}(...) should be a torch.nn.Module, got {obj.type_name}.",
+                    f"{name}(...) 应当是 torch.nn.Module，却得到了 {obj.type_name}。"))
         return obj
 
     def run(self, obj: RemoteObject, *args, what: str | None = None, **kwargs) -> Any:
@@ -180,27 +239,32 @@ class Learner:
         return self._call(what or f"{obj.type_name}.{name}", obj, name, args, kwargs)
 
     def attr(self, obj: RemoteObject, name: str) -> Any:
-        return self._ask(f"reading {obj.type_name}.{name}", "getattr", target=obj, name=name)
+        return self._ask(_t(f"reading {obj.type_name}.{name}", f"读取 {obj.type_name}.{name}"), "getattr",
+                         target=obj, name=name)
 
     def length(self, obj: RemoteObject) -> int:
         n = self._ask(f"len({obj.type_name})", "len", target=obj)
         if type(n) is not int:
-            fail(f"len() of your {obj.type_name} should be an int, got {type(n).__name__}.")
+            fail(_t(f"len() of your {obj.type_name} should be an int, got {type(n).__name__}.",
+                    f"你的 {obj.type_name} 的 len() 应当是 int，却得到了 {type(n).__name__}。"))
         return n
 
     def raises(self, case: str, names: Sequence[str], fn_name: str, *args, **kwargs) -> None:
         """Fail unless ``fn_name(*args)`` raises ValueError whose message names one of ``names``
         as a word (so "x" is not found in "expected")."""
-        what = f"{fn_name}() with {case}"
+        what = _t(f"{fn_name}() with {case}", f"{fn_name}()（{case}）")
         try:
             self._call(what, fn_name, None, args, kwargs, value_error_ok=True)
         except _ValueErrorRaised as raised:
             message = raised.error.message
             if not any(re.search(rf"\b{re.escape(name)}\b", message) for name in names):
-                fail(f"{what} raised ValueError({message!r}); say which argument is wrong "
-                     f"(mention {' or '.join(repr(n) for n in names)}).")
+                fail(_t(f"{what} raised ValueError({message!r}); say which argument is wrong "
+                        f"(mention {' or '.join(repr(n) for n in names)}).",
+                        f"{what} 抛出了 ValueError({message!r})；请说明是哪个参数有误"
+                        f"（提到 {' 或 '.join(repr(n) for n in names)}）。"))
             return
-        fail(f"{what} should raise ValueError naming the argument, but it returned normally.")
+        fail(_t(f"{what} should raise ValueError naming the argument, but it returned normally.",
+                f"{what} 应当抛出指明该参数的 ValueError，但它正常返回了。"))
 
     # -- modules -------------------------------------------------------------------------
 
@@ -221,26 +285,30 @@ class Learner:
         try:
             return {str(name): (tuple(int(n) for n in shape), str(dtype)) for name, shape, dtype in entries}
         except (TypeError, ValueError):
-            raise CheckFailure(f"{module.type_name}: your code interfered with the grader (a malformed state dict).")
+            raise CheckFailure(_t(f"{module.type_name}: your code interfered with the grader (a malformed state dict).",
+                                  f"{module.type_name}：你的代码干扰了评分程序（state dict 格式错误）。"))
 
     def parameters(self, module: RemoteObject) -> dict[str, tuple[int, ...]]:
         entries = self._ask(f"{module.type_name}.named_parameters()", "parameters", target=module)
         try:
             return {str(name): tuple(int(n) for n in shape) for name, shape, _ in entries}
         except (TypeError, ValueError):
-            raise CheckFailure(f"{module.type_name}: your code interfered with the grader (a malformed answer).")
+            raise CheckFailure(_t(f"{module.type_name}: your code interfered with the grader (a malformed answer).",
+                                  f"{module.type_name}：你的代码干扰了评分程序（回答格式错误）。"))
 
     def load(self, module: RemoteObject, state: dict[str, torch.Tensor]) -> None:
-        self._ask(f"loading weights into {module.type_name}", "load", target=module, state=state)
+        self._ask(_t(f"loading weights into {module.type_name}", f"向 {module.type_name} 加载权重"), "load",
+                  target=module, state=state)
 
     def seed(self, seed: int) -> None:
         self._ask("torch.manual_seed()", "seed", seed=seed)
 
     def grad(self, outputs: Sequence[torch.Tensor], grad_outputs: Sequence[torch.Tensor],
              wrt: Sequence[torch.Tensor] = (), module: RemoteObject | None = None,
-             what: str = "the backward pass through your code"):
+             what: str | None = None):
         """Gradients of sum(output * grad_output) with respect to the tensors ``wrt`` (inputs the
         judge sent) and, given ``module``, its parameters: (list, dict name -> grad or None)."""
+        what = what or _t("the backward pass through your code", "经过你的代码的反向传播")
         for output in outputs:
             if getattr(output, "_worker_id", None) is None:
                 raise TypeError("grad() takes tensors the learner's code returned")  # a bug in a check
@@ -251,7 +319,8 @@ class Learner:
             assert len(grads) == len(wrt) and isinstance(params, dict)
             assert all(g is None or isinstance(g, torch.Tensor) for g in [*grads, *params.values()])
         except (TypeError, KeyError, AssertionError):
-            raise CheckFailure(f"{what}: your code interfered with the grader (a malformed answer).")
+            raise CheckFailure(_t(f"{what}: your code interfered with the grader (a malformed answer).",
+                                  f"{what}：你的代码干扰了评分程序（回答格式错误）。"))
         return grads, params
 
     def peak_memory(self, run: Callable[[], Any]) -> tuple[Any, int]:
@@ -275,6 +344,12 @@ def _judge_id(tensor: torch.Tensor) -> int:
 
 
 def _problem_text(problem: WorkerProblem) -> str:
+    if current_lang() == "zh":
+        if isinstance(problem, OutOfTime):
+            return problem.text("zh")
+        if isinstance(problem, Interference):
+            return f"干扰了评分程序：它{problem.text('zh')}"
+        return "终止了 worker 进程"
     if isinstance(problem, OutOfTime):
         return str(problem)
     if isinstance(problem, Interference):
@@ -282,21 +357,42 @@ def _problem_text(problem: WorkerProblem) -> str:
     return "stopped the worker process"
 
 
+_WORKER_TEXT_ZH = (  # the worker's own sentences (attn_drill/engine/worker.py), in Chinese
+    (re.compile(r"your file does not define (.+)", re.S), r"你的文件没有定义 \1"),
+    (re.compile(r"(.+) is off limits in this exercise: write this yourself\.", re.S), r"本练习不允许使用 \1：请自己实现。"),
+    (re.compile(r"an output is not connected to the inputs' graph"), "有一个输出没有连接到输入的计算图"),
+)
+
+
+def _worker_text(message: str) -> str:
+    """A message the worker wrote, in the grading's language (unknown ones stay as they are)."""
+    if current_lang() == "zh":
+        for pattern, zh in _WORKER_TEXT_ZH:
+            if pattern.fullmatch(message):
+                return pattern.sub(zh, message)
+    return message
+
+
 def _learner_error_text(what: str, error: LearnerError) -> str:
+    zh = current_lang() == "zh"
     if error.kind == "not_implemented":
         where = [line for line in error.trace.splitlines() if line.startswith("  ")][-1:]
-        return f"{what} is not written yet: it raises NotImplementedError." + (f"\n{where[0]}" if where else "")
+        return (f"{what} 还没有实现：它抛出了 NotImplementedError。" if zh else
+                f"{what} is not written yet: it raises NotImplementedError.") + (f"\n{where[0]}" if where else "")
     if error.kind == "forbidden":
-        return f"{what}: {error.message}"
+        return f"{what}：{_worker_text(error.message)}" if zh else f"{what}: {error.message}"
     if error.kind == "system_exit":
-        return f"{what}: your code called sys.exit({error.message}); return a result instead."
+        return _t(f"{what}: your code called sys.exit({error.message}); return a result instead.",
+                  f"{what}：你的代码调用了 sys.exit({error.message})；请返回结果。")
     if error.kind == "missing":
-        return f"{error.message}; the statement asks for it."
+        return _t(f"{error.message}; the statement asks for it.", f"{_worker_text(error.message)}；题目要求定义它。")
     if error.kind == "unencodable":
-        return f"{what} returned something the grader cannot take: {error.message}."
+        return _t(f"{what} returned something the grader cannot take: {error.message}.",
+                  f"{what} 返回了评分程序无法接收的东西：{error.message}。")
     if error.kind == "no_grad":
-        return f"{what}: {error.message}; do not detach, use .data or .numpy()."
-    return f"{what} raised an error:\n{error.trace}"
+        return _t(f"{what}: {error.message}; do not detach, use .data or .numpy().",
+                  f"{what}：{_worker_text(error.message)}；不要 detach，也不要用 .data 或 .numpy()。")
+    return _t(f"{what} raised an error:\n{error.trace}", f"{what} 抛出了错误：\n{error.trace}")
 
 
 def _import_learner() -> Learner:
@@ -305,14 +401,15 @@ def _import_learner() -> Learner:
     if "learner" in state:
         return state["learner"]
     if "error" in state:
-        pytest.skip("your file did not import (see the first check)")
+        pytest.skip(_t("your file did not import (see the first check)", "你的文件未能导入（见第一项检查）"))
     remote = cfg.remote
     try:
         learner = Learner(remote, {})
-        learner._ask("the start of the worker", "settings", settings=cfg.worker_settings)
-        names = learner._ask("the import of your file", "import")
+        learner._ask(_t("the start of the worker", "worker 启动"), "settings", settings=cfg.worker_settings)
+        names = learner._ask(_t("the import of your file", "导入你的文件"), "import")
         if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
-            fail("the import of your file: your code interfered with the grader (a malformed answer).")
+            fail(_t("the import of your file: your code interfered with the grader (a malformed answer).",
+                    "导入你的文件：你的代码干扰了评分程序（回答格式错误）。"))
         learner.names = names
     except CheckFailure as failure:
         state["error"] = failure
@@ -324,7 +421,7 @@ def _import_learner() -> Learner:
 @pytest.fixture
 def learner() -> Learner:
     learner = _import_learner()
-    learner._ask("preparing the check", "reset")
+    learner._ask(_t("preparing the check", "准备检查"), "reset")
     return learner
 
 
@@ -350,8 +447,9 @@ def require_defined(learner: Learner) -> None:
     """The import check: the file imports and defines everything the statement asks for."""
     missing = [name for name in config().defines if learner.names.get(name) not in ("function", "class")]
     if missing:
-        fail(f"your file does not define {', '.join(missing)}; the statement asks for "
-             f"{', '.join(config().defines)}.")
+        fail(_t(f"your file does not define {', '.join(missing)}; the statement asks for "
+                f"{', '.join(config().defines)}.",
+                f"你的文件没有定义 {'、'.join(missing)}；题目要求定义 {'、'.join(config().defines)}。"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,15 +506,16 @@ def describe(**tensors: Any) -> str:
 def expect_tensor(value: Any, what: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         kind = value.type_name if isinstance(value, RemoteObject) else type(value).__name__
-        fail(f"{what} should be a tensor, got {kind}.")
+        fail(_t(f"{what} should be a tensor, got {kind}.", f"{what} 应当是张量，却得到了 {kind}。"))
     return value
 
 
 def expect_tuple(value: Any, length: int, what: str) -> tuple:
     if not isinstance(value, tuple) or len(value) != length:
-        got = f"a tuple of {len(value)}" if isinstance(value, tuple) else (
+        got = _t(f"a tuple of {len(value)}", f"{len(value)} 个元素的 tuple") if isinstance(value, tuple) else (
             value.type_name if isinstance(value, RemoteObject) else type(value).__name__)
-        fail(f"{what} should return a tuple of {length}, got {got}.")
+        fail(_t(f"{what} should return a tuple of {length}, got {got}.",
+                f"{what} 应当返回 {length} 个元素的 tuple，却得到了 {got}。"))
     return value
 
 
@@ -454,19 +553,23 @@ def compare(what: str, got: Any, expected: torch.Tensor, *, inputs: str, mistake
     if problem is None:
         return
     found = named_mistake(got, mistakes, expected)
+    wrong = _t(f"{what} is wrong for {inputs}: {problem}", f"{what} 不正确（输入：{inputs}）：{problem}")
     if found is not None:
-        fail(f"{what} is wrong for {inputs}: {problem}\nYour output equals {found.says}.", found.key)
-    fail(f"{what} is wrong for {inputs}: {problem}")
+        fail(wrong + equals_line(found), found.key)
+    fail(wrong)
 
 
 def _difference(got: torch.Tensor, expected: torch.Tensor) -> str | None:
     """None when equal; otherwise what differs, said plainly."""
     if got.shape != expected.shape:
-        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}."
+        return _t(f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}.",
+                  f"形状为 {tuple(got.shape)}，应为 {tuple(expected.shape)}。")
     if got.dtype != expected.dtype:
-        return f"dtype {got.dtype}, expected {expected.dtype}: keep the input's dtype."
+        return _t(f"dtype {got.dtype}, expected {expected.dtype}: keep the input's dtype.",
+                  f"dtype 为 {got.dtype}，应为 {expected.dtype}：请保持输入的 dtype。")
     if got.device.type != expected.device.type:
-        return f"on device {got.device}, expected {expected.device}: keep the input's device."
+        return _t(f"on device {got.device}, expected {expected.device}: keep the input's device.",
+                  f"位于 device {got.device}，应为 {expected.device}：请保持输入的 device。")
     got_cpu, expected_cpu = got.detach().cpu(), expected.detach().cpu()
     if got_cpu.is_complex() or not got_cpu.is_floating_point():
         got_cpu = got_cpu.to(expected_cpu.dtype) if not got_cpu.is_complex() else got_cpu
@@ -476,13 +579,17 @@ def _difference(got: torch.Tensor, expected: torch.Tensor) -> str | None:
     bad_nan = torch.isnan(got_cpu) & ~torch.isnan(expected_cpu)
     if bad_nan.any():
         where = _index(int(bad_nan.flatten().nonzero()[0]), got.shape)
-        return f"NaN at {where} where the reference is {expected_cpu[tuple(where)].item():.6g}."
+        return _t(f"NaN at {where} where the reference is {expected_cpu[tuple(where)].item():.6g}.",
+                  f"{where} 处为 NaN，而参考结果是 {expected_cpu[tuple(where)].item():.6g}。")
     diff = (got_cpu.double() - expected_cpu.double()).abs().nan_to_num(nan=math.inf)
     flat = int(diff.flatten().argmax())
     where = tuple(_index(flat, got.shape))
-    return (f"largest difference {diff[where].item():.3g} at {list(where)} "
-            f"(got {got_cpu[where].item():.6g}, expected {expected_cpu[where].item():.6g}; "
-            f"tolerance atol={atol:g}, rtol={rtol:g}).")
+    return _t(f"largest difference {diff[where].item():.3g} at {list(where)} "
+              f"(got {got_cpu[where].item():.6g}, expected {expected_cpu[where].item():.6g}; "
+              f"tolerance atol={atol:g}, rtol={rtol:g}).",
+              f"最大差异 {diff[where].item():.3g} 位于 {list(where)}"
+              f"（得到 {got_cpu[where].item():.6g}，应为 {expected_cpu[where].item():.6g}；"
+              f"容差 atol={atol:g}，rtol={rtol:g}）。")
 
 
 def fail_naming(message: str, got: Any, mistakes: MistakeCandidates):
@@ -490,7 +597,7 @@ def fail_naming(message: str, got: Any, mistakes: MistakeCandidates):
     found = named_mistake(got, mistakes)
     if found is None:
         fail(message)
-    fail(f"{message}\nYour output equals {found.says}.", found.key)
+    fail(message + equals_line(found), found.key)
 
 
 def named_mistake(got: Any, candidates: MistakeCandidates, expected: torch.Tensor | None = None) -> Mistake | None:
@@ -526,30 +633,38 @@ def compare_gradients(learner: Learner, output: Any, expected: torch.Tensor, wrt
     the same inputs agree; with ``nonfinite``, a NaN or inf gradient fails first with that advice."""
     output = expect_tensor(output, what)
     if not getattr(output, "_worker_requires_grad", False):
-        fail(f"{what} is cut off from the inputs' graph (no grad_fn) for {inputs}: do not detach, "
-             "use .data or .numpy().")
+        fail(_t(f"{what} is cut off from the inputs' graph (no grad_fn) for {inputs}: do not detach, "
+                "use .data or .numpy().",
+                f"{what} 与输入的计算图断开了（没有 grad_fn；输入：{inputs}）：不要 detach，也不要用 .data 或 .numpy()。"))
     got, _ = learner.grad([output], [projection(output)], list(wrt.values()))
     want = reference_grads(expected, wrt)
     for (name, grad), (_, expected_grad) in zip(zip(wrt, got), want.items()):
         if grad is None:
-            fail(f"{what} does not depend on {name} through autograd for {inputs}; is part of it detached?")
+            fail(_t(f"{what} does not depend on {name} through autograd for {inputs}; is part of it detached?",
+                    f"{what} 没有通过 autograd 依赖于 {name}（输入：{inputs}）；是不是有一部分被 detach 了？"))
         if nonfinite and not torch.isfinite(grad).all():
-            fail(f"the gradient of {name} has NaN or inf for {inputs}: {nonfinite}")
-        compare(f"the gradient of {name}", grad, expected_grad, inputs=inputs)
+            fail(_t(f"the gradient of {name} has NaN or inf for {inputs}: {nonfinite}",
+                    f"{name} 的梯度含有 NaN 或 inf（输入：{inputs}）：{nonfinite}"))
+        compare(_t(f"the gradient of {name}", f"{name} 的梯度"), grad, expected_grad, inputs=inputs)
 
 
 def copy_parameters(learner: Learner, what: str, module: RemoteObject, source: torch.nn.Module) -> None:
     """Load ``source``'s parameters into the learner's ``module``; the names must follow the contract."""
     if not isinstance(module, RemoteObject) or not module.is_module:
-        fail(f"{what} should be a torch.nn.Module, got {getattr(module, 'type_name', type(module).__name__)}.")
+        kind = getattr(module, 'type_name', type(module).__name__)
+        fail(_t(f"{what} should be a torch.nn.Module, got {kind}.",
+                f"{what} 应当是 torch.nn.Module，却得到了 {kind}。"))
     got, want = learner.state(module), source.state_dict()
     missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or unexpected:
-        fail(f"{what}'s parameters do not follow the statement: missing {missing or 'none'}, "
-             f"unexpected {unexpected or 'none'}. Name the submodules as the statement does.")
+        fail(_t(f"{what}'s parameters do not follow the statement: missing {missing or 'none'}, "
+                f"unexpected {unexpected or 'none'}. Name the submodules as the statement does.",
+                f"{what} 的参数与题目说明不符（缺少：{missing or '无'}；多出：{unexpected or '无'}）。"
+                "请按题目说明给子模块命名。"))
     for name, tensor in want.items():
         if got[name][0] != tuple(tensor.shape):
-            fail(f"{what}.{name} has shape {got[name][0]}, expected {tuple(tensor.shape)}.")
+            fail(_t(f"{what}.{name} has shape {got[name][0]}, expected {tuple(tensor.shape)}.",
+                    f"{what}.{name} 的形状为 {got[name][0]}，应为 {tuple(tensor.shape)}。"))
     learner.load(module, dict(want))
 
 
@@ -557,9 +672,10 @@ def compare_parameter_grads(learner: Learner, what: str, module: RemoteObject, o
                             reference_module: torch.nn.Module, expected: torch.Tensor, *, inputs: str) -> None:
     """Every parameter of the learner's module receives the reference's gradient (none left out
     of the graph) for the backward pass of sum(output * projection)."""
-    output = expect_tensor(output, f"the output of {what}")
+    output = expect_tensor(output, _t(f"the output of {what}", f"{what} 的输出"))
     if not getattr(output, "_worker_requires_grad", False):
-        fail(f"the output of {what} is cut off from the graph (no grad_fn) for {inputs}: do not detach.")
+        fail(_t(f"the output of {what} is cut off from the graph (no grad_fn) for {inputs}: do not detach.",
+                f"{what} 的输出与计算图断开了（没有 grad_fn；输入：{inputs}）：不要 detach。"))
     _, got = learner.grad([output], [projection(output)], module=module)
     names = [name for name, p in reference_module.named_parameters() if p.requires_grad]
     want = torch.autograd.grad(expected, [dict(reference_module.named_parameters())[n] for n in names],
@@ -567,9 +683,11 @@ def compare_parameter_grads(learner: Learner, what: str, module: RemoteObject, o
     for name, expected_grad in zip(names, want):
         grad = got.get(name)
         if grad is None:
-            fail(f"{what}.{name} received no gradient for {inputs}: it is not used in forward, or its path is detached.")
+            fail(_t(f"{what}.{name} received no gradient for {inputs}: it is not used in forward, or its path is "
+                    "detached.",
+                    f"{what}.{name} 没有收到梯度（输入：{inputs}）：它没有在 forward 中用到，或者它的路径被 detach 了。"))
         if expected_grad is not None:
-            compare(f"the gradient of {what}.{name}", grad, expected_grad, inputs=inputs)
+            compare(_t(f"the gradient of {what}.{name}", f"{what}.{name} 的梯度"), grad, expected_grad, inputs=inputs)
 
 
 def load_multihead(module: torch.nn.MultiheadAttention, in_weight: torch.Tensor, in_bias: torch.Tensor | None,

@@ -14,30 +14,63 @@ from typing import Any, Callable, Sequence
 import torch
 
 from attn_drill.checks.harness import (
-    Learner, MistakeCandidates, RemoteObject, check, compare, compare_parameter_grads, config, copy_parameters,
-    expect_tensor, expect_tuple, fail, require_defined,
+    Learner, MistakeCandidates, RemoteObject, _t, check, compare, compare_parameter_grads, config, copy_parameters,
+    current_lang, equals_line, expect_tensor, expect_tuple, fail, require_defined,
 )
 
 # ---------------------------------------------------------------------------------------
 # The two checks of every exercise
 
 
-@check("your file imports and defines {defines}")
+@check("your file imports and defines {defines}", zh="你的文件能够导入，并定义了 {defines}")
 def check_defines(learner):
     require_defined(learner)
 
 
-@check("your file calls no forbidden built-in and reaches into no grader machinery")
+@check("your file calls no forbidden built-in and reaches into no grader machinery",
+       zh="你的文件没有调用被禁止的内置函数，也没有触及评分程序的内部机制")
 def check_static_scan():
     from attn_drill.engine.scan import scan
 
     cfg = config()
     findings = scan(cfg.learner_file.read_text(encoding="utf-8"), cfg.forbidden, allowed_names=cfg.defines)
     if findings:
+        if current_lang() == "zh":
+            shown = "\n".join(f"  {cfg.learner_name}，{_finding_zh(finding)}" for finding in findings[:5])
+            more = f"\n  ……另有 {len(findings) - 5} 处" if len(findings) > 5 else ""
+            fail(f"你的文件用到了本练习不允许的东西：\n{shown}{more}\n请只用普通的张量运算来实现。")
         shown = "\n".join(f"  {cfg.learner_name}, {finding}" for finding in findings[:5])
         more = f"\n  ... and {len(findings) - 5} more" if len(findings) > 5 else ""
         fail(f"your file uses what this exercise does not allow:\n{shown}{more}\nWrite it with plain tensor "
              "operations.")
+
+
+ESCAPE_HATCHES_ZH = {  # attn_drill.engine.scan.ESCAPE_HATCHES, in Chinese
+    "torch._C": "torch 的 C 内部接口", "torch.ops": "直接调用算子", "torch._dynamo": "torch 编译器的内部接口",
+    "torch.overrides": "torch-function 覆盖", "torch.utils._python_dispatch": "dispatch 模式",
+    "_disable_torch_function": "关闭 torch-function 模式", "__torch_function__": "torch-function 覆盖",
+    "__torch_dispatch__": "dispatch 覆盖", "TorchFunctionMode": "torch-function 模式",
+    "TorchDispatchMode": "dispatch 模式", "settrace": "跟踪评分程序（sys.settrace）",
+    "setprofile": "性能分析钩子（sys.setprofile）", "_getframe": "读取调用者的栈帧", "gc": "垃圾回收器的对象列表",
+    "ctypes": "直接访问内存", "importlib": "重新导入模块", "reload": "重新加载模块", "__import__": "运行时按名字导入",
+    "builtins": "builtins 模块", "inspect": "检查调用者", "signal": "信号", "subprocess": "启动程序",
+    "multiprocessing": "启动进程", "socket": "网络", "pickle": "反序列化（unpickle）",
+}
+
+
+def _finding_zh(finding) -> str:
+    """A static-scan finding ("line 3: name (why)") in Chinese."""
+    from attn_drill.engine.scan import ESCAPE_HATCHES
+
+    why = finding.why
+    if why.endswith(" is off limits in this exercise"):
+        why = f"{why.removesuffix(' is off limits in this exercise')} 在本练习中不允许使用"
+    else:
+        hatch = next((key for key, text in ESCAPE_HATCHES.items() if why == f"{text} is not allowed in exercise code"),
+                     None)
+        if hatch is not None:
+            why = f"{ESCAPE_HATCHES_ZH.get(hatch, ESCAPE_HATCHES[hatch])}在练习代码中是不允许的"
+    return f"第 {finding.line} 行：{finding.name}（{why}）"
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,7 +113,7 @@ def finite(what: str, tensors: Sequence[torch.Tensor], *, inputs: str, advice: s
     """No NaN or inf in any of ``tensors``."""
     for tensor in tensors:
         if tensor is not None and not torch.isfinite(tensor).all():
-            fail(f"{what} has NaN or inf for {inputs}: {advice}")
+            fail(_t(f"{what} has NaN or inf for {inputs}: {advice}", f"{what} 含有 NaN 或 inf（输入：{inputs}）：{advice}"))
 
 
 def rows_sum_to_one(weights: torch.Tensor, *, inputs: str, rows=slice(None), tolerance: float = 1e-9,
@@ -90,8 +123,10 @@ def rows_sum_to_one(weights: torch.Tensor, *, inputs: str, rows=slice(None), tol
     sums = weights.detach().sum(-1)[..., rows]
     worst = (sums - 1).abs().max().item() if sums.numel() else 0.0
     if worst > tolerance:
-        fail_naming(f"weights rows do not sum to 1 for {inputs} (off by up to {worst:.3g}): the softmax must run "
-                    "over the keys, dim=-1.", weights, mistakes)
+        fail_naming(_t(f"weights rows do not sum to 1 for {inputs} (off by up to {worst:.3g}): the softmax must run "
+                       "over the keys, dim=-1.",
+                       f"weights 的行之和不为 1（输入：{inputs}；最多相差 {worst:.3g}）：softmax 必须沿 key 的维度"
+                       "（dim=-1）计算。"), weights, mistakes)
 
 
 def every_parameter_learns(learner: Learner, what: str, mine: RemoteObject, ref: torch.nn.Module,
@@ -109,14 +144,16 @@ def dropout_train_only(learner: Learner, what: str, mine: RemoteObject, run_mine
                        run_ref: Callable[[], torch.Tensor], *, inputs: str, advice: str) -> None:
     """With dropout=0.5: eval mode matches the reference (in eval mode) exactly, training mode
     differs from eval, and two training passes differ (fresh randomness each call)."""
-    compare(f"{what} in eval mode with dropout=0.5", run_mine(), run_ref(), inputs=inputs)
+    compare(_t(f"{what} in eval mode with dropout=0.5", f"{what}（eval 模式，dropout=0.5）"), run_mine(), run_ref(),
+            inputs=inputs)
     learner.train(mine)
     learner.seed(0)
     first, second = run_mine(), run_mine()
     learner.eval(mine)
     evaluated = run_mine()
     if torch.allclose(first, evaluated) or torch.allclose(first, second):
-        fail(f"with dropout=0.5 in training mode {what} equals eval mode (or repeats itself) for {inputs}: {advice}")
+        fail(_t(f"with dropout=0.5 in training mode {what} equals eval mode (or repeats itself) for {inputs}: {advice}",
+                f"dropout=0.5 时，{what} 在训练模式下与 eval 模式相同（或两次调用完全相同；输入：{inputs}）：{advice}"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,8 +167,10 @@ def masked_get_zero(weights: torch.Tensor, mask: torch.Tensor, *, inputs: str, m
 
     leaked = weights.detach()[~mask.to(weights.device).expand_as(weights)].abs()
     if leaked.numel() and leaked.max().item() != 0:
-        fail_naming(f"a masked position got weight {leaked.max().item():.3g} for {inputs}: positions where the mask "
-                    "is False must get exactly 0 (True means 'may attend').", weights, mistakes)
+        fail_naming(_t(f"a masked position got weight {leaked.max().item():.3g} for {inputs}: positions where the mask "
+                       "is False must get exactly 0 (True means 'may attend').",
+                       f"一个被屏蔽的位置得到了权重 {leaked.max().item():.3g}（输入：{inputs}）：mask 为 False 的位置"
+                       "必须恰好得到 0（True 表示“可以关注”）。"), weights, mistakes)
 
 
 def device_honoured(learner: Learner, name: str, *args, **kwargs) -> None:
@@ -151,9 +190,11 @@ def device_honoured(learner: Learner, name: str, *args, **kwargs) -> None:
         return
     if isinstance(got, torch.Tensor):
         shown = ", ".join([*map(repr, args), *(f"{k}={v}" for k, v in kwargs.items()), "device='cuda'"])
-        fail(f"{name}({shown}) returned a tensor on {got.device} on this machine, which has no GPU: honouring "
-             "device='cuda' would have failed, so the device argument is ignored. Create the result with "
-             "device=device.")
+        fail(_t(f"{name}({shown}) returned a tensor on {got.device} on this machine, which has no GPU: honouring "
+                "device='cuda' would have failed, so the device argument is ignored. Create the result with "
+                "device=device.",
+                f"在这台没有 GPU 的机器上，{name}({shown}) 返回了位于 {got.device} 的张量：如果遵从 device='cuda'，"
+                "调用本应失败，所以 device 参数被忽略了。请用 device=device 创建结果。"))
 
 
 class _Forward(RemoteObject):
@@ -181,9 +222,10 @@ def eval_is_deterministic(learner: Learner, what: str, mine: RemoteObject, run_m
     first, second = run_mine(), run_mine()
     if not torch.equal(first.nan_to_num(0.5), second.nan_to_num(0.5)):
         known = mistake("dropout-in-eval")
-        fail(f"in eval() mode {what} changed from one call to the next for {inputs}: dropout must be off in eval "
-             f"mode (use nn.Dropout, or F.dropout(..., training=self.training)).\nYour output equals {known.says}.",
-             known.key)
+        fail(_t(f"in eval() mode {what} changed from one call to the next for {inputs}: dropout must be off in eval "
+                "mode (use nn.Dropout, or F.dropout(..., training=self.training)).",
+                f"在 eval() 模式下，{what} 每次调用的结果都不同（输入：{inputs}）：eval 模式下 dropout 必须关闭"
+                "（用 nn.Dropout，或 F.dropout(..., training=self.training)）。") + equals_line(known), known.key)
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,6 +234,13 @@ def eval_is_deterministic(learner: Learner, what: str, mine: RemoteObject, run_m
 CAUSAL_BUILTIN = ("; compared with nn.MultiheadAttention given in_proj_weight = qkv.weight, in_proj_bias = qkv.bias, "
                   "your out_proj, and attn_mask = triu(ones(T, T), 1) (its boolean mask means True = NOT allowed, the "
                   "opposite of ours)")
+CAUSAL_BUILTIN_ZH = ("；对照的是 nn.MultiheadAttention，给它 in_proj_weight = qkv.weight、in_proj_bias = qkv.bias、"
+                     "你的 out_proj 和 attn_mask = triu(ones(T, T), 1)（它的布尔掩码中 True 表示不允许，与我们的约定相反）")
+
+
+def causal_builtin_note() -> str:
+    """CAUSAL_BUILTIN in the grading's language."""
+    return _t(CAUSAL_BUILTIN, CAUSAL_BUILTIN_ZH)
 
 
 def fused_causal_attention(module: torch.nn.Module, x: torch.Tensor, num_heads: int, seen: torch.Tensor | None = None,

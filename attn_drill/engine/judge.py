@@ -70,7 +70,9 @@ class Collector:
         failure = self.failure.get(nodeid, {"message": ""})
         passed = nodeid in self.called and nodeid not in self.failure
         if not passed and not failure["message"]:
-            failure = {**failure, "message": "the check did not complete."}
+            from attn_drill.checks.harness import _t
+
+            failure = {**failure, "message": _t("the check did not complete.", "这项检查没有完成。")}
         self.reporter.send("result", check=nodeid, passed=passed, **failure)
 
 
@@ -79,11 +81,13 @@ def _title(item) -> str:
 
     function = getattr(item, "function", None)
     title = getattr(function, "__check_title__", item.name)
+    if config().lang == "zh":
+        return (getattr(function, "__check_title_zh__", None) or title).replace("{defines}", "、".join(config().defines))
     return title.replace("{defines}", " and ".join(config().defines))
 
 
 def _explain(exc: BaseException) -> dict:
-    from attn_drill.checks.harness import CheckFailure
+    from attn_drill.checks.harness import CheckFailure, _t
     from attn_drill.engine.remote import WorkerLost
 
     if isinstance(exc, CheckFailure):
@@ -92,8 +96,9 @@ def _explain(exc: BaseException) -> dict:
             record["lost"] = exc.while_doing
         return record
     if isinstance(exc, pytest.skip.Exception):
-        return {"message": f"not run: {exc.msg}"}
-    return {"message": f"the check could not use your result: {type(exc).__name__}: {exc}"}
+        return {"message": _t(f"not run: {exc.msg}", f"未运行：{exc.msg}")}
+    return {"message": _t(f"the check could not use your result: {type(exc).__name__}: {exc}",
+                          f"这项检查无法使用你的结果：{type(exc).__name__}: {exc}")}
 
 
 def main() -> None:
@@ -186,6 +191,7 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
         worker_pid=settings["worker_pid"],
         device=device,
         remote=Remote(requests_fd, replies_fd, settings["budget_s"], device, tape=settings.get("tape")),
+        lang="zh" if settings.get("lang") == "zh" else "en",
     )
     reporter.send("ready", device=device.type)
 

@@ -22,7 +22,15 @@ _judge_ids = itertools.count(1)
 
 
 class WorkerProblem(Exception):
-    """The worker cannot answer: it interfered, ran out of time, or is gone."""
+    """The worker cannot answer: it interfered, ran out of time, or is gone. ``str()`` is the
+    English reason; ``zh`` the Chinese one, for ``--lang zh``."""
+
+    def __init__(self, message: str = "", zh: str | None = None):
+        super().__init__(message)
+        self.zh = zh
+
+    def text(self, lang: str = "en") -> str:
+        return self.zh if lang == "zh" and self.zh else str(self)
 
 
 class Interference(WorkerProblem):
@@ -88,11 +96,12 @@ class Remote:
             wire.write_all(self.send_fd, wire.frame(body, encoder.blob()))
             reply, blob = wire.read_frame(self.receive_fd, started + max(0.0, self.budget_s - self.spent_s))
         except wire.Deadline:
-            raise self._break(OutOfTime(f"ran past the time limit of {self.budget_s:g} s")) from None
+            raise self._break(OutOfTime(f"ran past the time limit of {self.budget_s:g} s",
+                                         f"超出了 {self.budget_s:g} s 的时间限制")) from None
         except (wire.PeerClosed, BrokenPipeError):
-            raise self._break(WorkerLost("the worker process ended")) from None
+            raise self._break(WorkerLost("the worker process ended", "worker 进程已结束")) from None
         except wire.WireError as exc:
-            raise self._break(Interference(f"sent a malformed message ({exc})")) from None
+            raise self._break(Interference(f"sent a malformed message ({exc})", f"发送了格式错误的消息（{exc}）")) from None
         finally:
             self.spent_s += time.monotonic() - started
         if self.tape is not None:
@@ -112,20 +121,22 @@ class Remote:
             error = reply.get("error")
             if not isinstance(error, dict) or not all(isinstance(error.get(k, ""), str) for k in
                                                       ("kind", "type", "message", "trace")):
-                raise self._break(Interference("sent a malformed error"))
+                raise self._break(Interference("sent a malformed error", "发送了格式错误的错误信息"))
             if error.get("kind") == "protocol":
-                raise self._break(Interference(f"broke the protocol ({error.get('message', '')[:200]})"))
+                raise self._break(Interference(f"broke the protocol ({error.get('message', '')[:200]})",
+                                                      f"违反了通信协议（{error.get('message', '')[:200]}）"))
             raise LearnerError(error.get("kind", "exception"), error.get("type", ""), error.get("message", ""),
                                error.get("trace", ""))
         if reply.get("ok") is not True or "value" not in reply:
-            raise self._break(Interference("sent a malformed answer"))
+            raise self._break(Interference("sent a malformed answer", "发送了格式错误的回答"))
         try:
             tensors = _load_tensors(blob)
             return _Decoder(self, tensors).value(reply["value"])
         except Interference as problem:
             raise self._break(problem) from None
         except (ValueError, TypeError, KeyError, RecursionError, OverflowError, RuntimeError) as exc:
-            raise self._break(Interference(f"sent a malformed answer ({type(exc).__name__})")) from None
+            raise self._break(Interference(f"sent a malformed answer ({type(exc).__name__})",
+                                          f"发送了格式错误的回答（{type(exc).__name__}）")) from None
 
 
 class Tape:
@@ -217,10 +228,10 @@ def _load_tensors(blob: bytes) -> dict[str, torch.Tensor]:
     try:
         tensors = load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise Interference(f"sent tensors that do not parse ({exc})") from None
+        raise Interference(f"sent tensors that do not parse ({exc})", f"发送了无法解析的张量（{exc}）") from None
     for tensor in tensors.values():
         if type(tensor) is not torch.Tensor:  # pragma: no cover - safetensors builds plain tensors
-            raise Interference("sent something that is not a plain tensor")
+            raise Interference("sent something that is not a plain tensor", "发送了不是普通张量的东西")
     return tensors
 
 
@@ -282,7 +293,7 @@ class _Decoder:
 
     def value(self, value: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
-            raise Interference("sent a value nested too deeply")
+            raise Interference("sent a value nested too deeply", "发送了嵌套过深的值")
         if value is None or type(value) in (bool, str):
             return value
         if type(value) is int:
@@ -292,7 +303,7 @@ class _Decoder:
         if type(value) is list:
             return [self.value(v, depth + 1) for v in value]
         if type(value) is not dict or len(value) == 0:
-            raise Interference("sent a value of an unknown kind")
+            raise Interference("sent a value of an unknown kind", "发送了未知类型的值")
         if "$t" in value:
             return self.tensor(value)
         if "$h" in value:
@@ -302,12 +313,12 @@ class _Decoder:
         if set(value) == {"$dict"} and type(value["$dict"]) is list:
             pairs = value["$dict"]
             if not all(type(p) is list and len(p) == 2 for p in pairs):
-                raise Interference("sent a malformed dict")
+                raise Interference("sent a malformed dict", "发送了格式错误的 dict")
             out = {}
             for key, item in pairs:
                 key = self.value(key, depth + 1)
                 if not isinstance(key, (str, int, float, bool, tuple)) and key is not None:
-                    raise Interference("sent a dict with an unusable key")
+                    raise Interference("sent a dict with an unusable key", "发送了带有不可用的键的 dict")
                 out[key] = self.value(item, depth + 1)
             return out
         if set(value) == {"$dtype"} and value["$dtype"] in wire.DTYPES:
@@ -316,16 +327,17 @@ class _Decoder:
             try:
                 return torch.device(value["$device"])
             except RuntimeError:
-                raise Interference("sent an unknown device") from None
-        raise Interference("sent a value of an unknown kind")
+                raise Interference("sent an unknown device", "发送了未知的 device") from None
+        raise Interference("sent a value of an unknown kind", "发送了未知类型的值")
 
     def tensor(self, value: dict) -> torch.Tensor:
         name, worker_id = value.get("$t"), value.get("w")
         if type(name) is not str or name not in self.tensors or name in self.used or type(worker_id) is not int:
-            raise Interference("sent a tensor reference that does not match its bytes")
+            raise Interference("sent a tensor reference that does not match its bytes",
+                               "发送了与其字节不符的张量引用")
         device = value.get("dev")
         if device not in ("cpu", self.remote.device.type):
-            raise Interference("sent a tensor on a device it cannot have")
+            raise Interference("sent a tensor on a device it cannot have", "发送了位于不可能的 device 上的张量")
         self.used.add(name)
         tensor = self.tensors[name].to(self.remote.device) if device == "cuda" else self.tensors[name]
         tensor._worker_id = worker_id
@@ -335,7 +347,8 @@ class _Decoder:
     def handle(self, value: dict) -> RemoteObject:
         handle, type_name = value.get("$h"), value.get("type")
         if type(handle) is not int or type(type_name) is not str:
-            raise Interference("sent a malformed object handle")
+            raise Interference("sent a malformed object handle", "发送了格式错误的对象句柄")
         if value.get("subclass") is True:
-            raise Interference(f"returned a torch.Tensor subclass ({type_name[:60]}) where a plain tensor belongs")
+            raise Interference(f"returned a torch.Tensor subclass ({type_name[:60]}) where a plain tensor belongs",
+                               f"在应为普通张量的地方返回了 torch.Tensor 的子类（{type_name[:60]}）")
         return RemoteObject(self.remote, handle, type_name[:100], value.get("module") is True)

@@ -468,8 +468,9 @@ MISTAKE_FIELDS = ("key", "says", "tags")
 
 
 def _check_mistakes(path: Path, problems: _Problems) -> dict[str, tuple[str, ...]]:
-    """The table of known mistakes (key, says, tags), shared with the hidden checks:
-    returns key -> concept tags."""
+    """The table of known mistakes (key, says, tags, and optionally says_zh: the Chinese of
+    says, completing "你的输出等于……"), shared with the hidden checks: returns key -> concept tags."""
+    optional = ("says_zh",)
     file = path.name
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -485,13 +486,16 @@ def _check_mistakes(path: Path, problems: _Problems) -> dict[str, tuple[str, ...
     mapping = {}
     for entry in entries:
         key = entry.get("key", "?") if isinstance(entry, dict) else "?"
-        if not isinstance(entry, dict) or sorted(entry) != sorted(MISTAKE_FIELDS):
-            problems.add(file, str(key), "-", f"each [[mistakes]] entry has exactly the fields {', '.join(MISTAKE_FIELDS)}.")
+        if not isinstance(entry, dict) or sorted(set(entry) - set(optional)) != sorted(MISTAKE_FIELDS):
+            problems.add(file, str(key), "-", f"each [[mistakes]] entry has exactly the fields {', '.join(MISTAKE_FIELDS)} "
+                         f"(and optionally {', '.join(optional)}).")
             continue
         if key in mapping:
             problems.add(file, key, "key", "appears twice; keys are unique.")
         if not isinstance(entry["says"], str) or not entry["says"].strip():
             problems.add(file, key, "says", "must complete the sentence 'Your output equals ...'.")
+        if "says_zh" in entry and (not isinstance(entry["says_zh"], str) or not entry["says_zh"].strip()):
+            problems.add(file, key, "says_zh", "must complete the sentence '你的输出等于……' (or be left out).")
         tags = entry["tags"]
         if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
             problems.add(file, key, "tags", "must be a non-empty list of concept tags.")
