@@ -99,20 +99,21 @@ class BatchReport:
         return buffer.getvalue()
 
 
-def find_submissions(folder: Path, exercise) -> tuple[list[Submission], list[str]]:
+def find_submissions(folder: Path, exercise, lang: str = "en") -> tuple[list[Submission], list[str]]:
     """The submissions in ``folder`` (sorted by student), and the names of entries left out."""
     from attn_drill.grading import read_learner_source
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise DrillError(f"{folder} is not a folder of submissions" + ("." if folder.exists() else " (it does not exist)."))
+        raise DrillError(f"{folder} is not a folder of submissions" + ("." if folder.exists() else " (it does not exist)."),
+                         zh=f"{folder} 不是存放提交的文件夹" + ("。" if folder.exists() else "（它不存在）。"))
     found: list[Submission] = []
     skipped: list[str] = []
     for entry in sorted(folder.iterdir(), key=lambda p: (p.name.casefold(), p.name)):
         if entry.name.startswith(".") or entry.name in LEFT_OUT:
             continue
         if entry.is_dir():
-            found.append(_folder_submission(entry, exercise))
+            found.append(_folder_submission(entry, exercise, lang))
         elif entry.suffix == ".py":
             found.append(Submission(entry.stem, entry))
         else:
@@ -124,26 +125,32 @@ def find_submissions(folder: Path, exercise) -> tuple[list[Submission], list[str
                 read_learner_source(submission.path)
             except DrillError as error:
                 shown = _shown(submission.path, folder)
-                submission = Submission(submission.student, None, str(error).replace(str(submission.path), shown))
+                submission = Submission(submission.student, None, error.text(lang).replace(str(submission.path), shown))
         checked.append(submission)
     return checked, skipped
 
 
-def _folder_submission(student: Path, exercise) -> Submission:
+def _folder_submission(student: Path, exercise, lang: str = "en") -> Submission:
     try:
         files = sorted(p for p in student.iterdir() if p.suffix == ".py" and not p.name.startswith(".")
                        and not p.is_dir())
     except OSError as error:
-        return Submission(student.name, None, f"cannot read the folder {student.name}/ ({error.strerror}).")
+        return Submission(student.name, None, f"无法读取文件夹 {student.name}/（{error.strerror}）。" if lang == "zh"
+                          else f"cannot read the folder {student.name}/ ({error.strerror}).")
     named = [p for p in files if p.name == exercise.file_name]
     if named:
         return Submission(student.name, named[0])
     if len(files) == 1:
         return Submission(student.name, files[0])
     if not files:
+        if lang == "zh":
+            return Submission(student.name, None, f"{student.name}/ 中没有 Python 文件（应为 {exercise.file_name}）。")
         return Submission(student.name, None, f"no Python file in {student.name}/ "
                                               f"(expected {exercise.file_name}).")
     listed = ", ".join(p.name for p in files[:5]) + (", ..." if len(files) > 5 else "")
+    if lang == "zh":
+        return Submission(student.name, None, f"{student.name}/ 中有 {len(files)} 个 Python 文件（{listed}），"
+                                              f"没有一个叫 {exercise.file_name}：无法确定该评分哪一个。")
     return Submission(student.name, None, f"{len(files)} Python files in {student.name}/ ({listed}) and none "
                                           f"named {exercise.file_name}: cannot tell which to grade.")
 
@@ -155,7 +162,7 @@ def _shown(path: Path, folder: Path) -> str:
         return str(path)
 
 
-def require_sandbox(allow_unsandboxed: bool) -> str:
+def require_sandbox(allow_unsandboxed: bool, lang: str = "en") -> str:
     """The sandbox grading will use: "bubblewrap", or "none" when allowed. Raises DrillError
     when bubblewrap cannot run here and running unsandboxed was not allowed."""
     from attn_drill.engine.sandbox import bwrap_path
@@ -165,7 +172,9 @@ def require_sandbox(allow_unsandboxed: bool) -> str:
     if not allow_unsandboxed:
         raise DrillError("bubblewrap cannot run here (no bwrap, or user namespaces are off), so the submissions' "
                          "code would run as you, able to read and write your files. Try --allow-unsandboxed to "
-                         "grade anyway (only code you trust), or install bubblewrap.")
+                         "grade anyway (only code you trust), or install bubblewrap.",
+                         zh="这里无法运行 bubblewrap（没有 bwrap，或用户命名空间已关闭），提交的代码会以你的身份运行，"
+                            "可以读写你的文件。可加 --allow-unsandboxed 照样评分（只用于你信任的代码），或安装 bubblewrap。")
     return "none"
 
 
@@ -190,12 +199,15 @@ def grade_folder(folder: Path, exercise_key: str, *, jobs: int = 0, device: str 
     exercise = find_exercise(exercise_key)
     check_options(device, timeout, memory_limit, "auto")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
-        raise DrillError(f"--jobs must be 0 (one per core) or a positive number, got {jobs}.")
-    submissions, skipped = find_submissions(folder, exercise)
+        raise DrillError(f"--jobs must be 0 (one per core) or a positive number, got {jobs}.",
+                         zh=f"--jobs 必须是 0（每个核心一个）或正数，而不是 {jobs}。")
+    submissions, skipped = find_submissions(folder, exercise, lang)
     if not submissions:
         raise DrillError(f"no submissions in {folder}: put one .py file per student in it, or one folder per "
-                         f"student holding {exercise.file_name}.")
-    sandbox = require_sandbox(allow_unsandboxed)
+                         f"student holding {exercise.file_name}.",
+                         zh=f"{folder} 中没有提交：每个学生放一个 .py 文件，或每个学生一个文件夹，"
+                            f"其中放 {exercise.file_name}。")
+    sandbox = require_sandbox(allow_unsandboxed, lang)
     gradable = [s for s in submissions if s.path is not None]
     results: dict[int, GradeReport] = {}
     if gradable:
@@ -204,7 +216,8 @@ def grade_folder(folder: Path, exercise_key: str, *, jobs: int = 0, device: str 
         workers = min(jobs or os.cpu_count() or 1, total)
         with Pool(workers, sandbox=sandbox, device=device) as pool:
             if pool.sandbox != sandbox:  # never grade in a weaker sandbox than the one checked for
-                raise DrillError(f"the graders started without the {sandbox} sandbox; nothing was graded.")
+                raise DrillError(f"the graders started without the {sandbox} sandbox; nothing was graded.",
+                                 zh=f"评分进程启动时没有使用 {sandbox} 沙箱；没有评任何提交。")
             for engine in pool.engines:  # their torch import is no submission's time
                 if not engine.ready:
                     engine._wait_ready()
@@ -220,7 +233,7 @@ def grade_folder(folder: Path, exercise_key: str, *, jobs: int = 0, device: str 
                                      timeout=timeout, memory_limit=memory_limit, lang=lang)
         results = {id(s): r for s, r in zip(gradable, reports)}
     typical = _typical_checks(results.values())
-    rows = [_row(s, results.get(id(s)), typical, Path(folder)) for s in submissions]
+    rows = [_row(s, results.get(id(s)), typical, Path(folder), lang) for s in submissions]
     return BatchReport(exercise.id, sandbox, rows, str(folder), skipped, time.monotonic() - started)
 
 
@@ -230,14 +243,15 @@ def _typical_checks(reports) -> int:
     return counts.most_common(1)[0][0] if counts else 0
 
 
-def _row(submission: Submission, report: GradeReport | None, typical: int, folder: Path) -> SubmissionResult:
+def _row(submission: Submission, report: GradeReport | None, typical: int, folder: Path,
+         lang: str = "en") -> SubmissionResult:
     if report is None:
         return SubmissionResult(submission.student, False, 0, typical, 0.0, [_clean(submission.problem or "")])
     failed = [c for c in report.checks if not c.passed]
     reasons: list[str] = []
     for check in failed:
         lines = (check.message or "").strip().splitlines()
-        reason = _clean(lines[0] if lines else f"{check.name}: failed")
+        reason = _clean(lines[0] if lines else (f"{check.name}：未通过" if lang == "zh" else f"{check.name}: failed"))
         if reason not in reasons:
             reasons.append(reason)
         if len(reasons) == MAX_REASONS:

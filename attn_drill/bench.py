@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -175,7 +176,8 @@ SPECS: dict[str, Spec] = {
 def spec_for(exercise_id: str) -> Spec:
     if exercise_id not in SPECS:
         raise DrillError(f"{exercise_id} has no benchmark: bench times {', '.join(SPECS)}. "
-                         f"Try `attn-drill bench ex1`.")
+                         f"Try `attn-drill bench ex1`.",
+                         zh=f"{exercise_id} 没有 bench：bench 只测 {', '.join(SPECS)}。试试 `attn-drill bench ex1`。")
     return SPECS[exercise_id]
 
 
@@ -267,9 +269,11 @@ def parse_lengths(text: str | None) -> list[int] | None:
         else:
             lengths = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise DrillError(f"--lengths must be numbers such as 128,256,512 or a range 128..4096, got '{text}'.") from None
+        raise DrillError(f"--lengths must be numbers such as 128,256,512 or a range 128..4096, got '{text}'.",
+                         zh=f"--lengths 必须是像 128,256,512 这样的数字，或范围 128..4096，而不是 '{text}'。") from None
     if not lengths or any(n < 1 or n > MAX_LENGTH for n in lengths):
-        raise DrillError(f"--lengths must be between 1 and {MAX_LENGTH}, got '{text}'. Try 128..4096.")
+        raise DrillError(f"--lengths must be between 1 and {MAX_LENGTH}, got '{text}'. Try 128..4096.",
+                         zh=f"--lengths 必须在 1 到 {MAX_LENGTH} 之间，而不是 '{text}'。试试 128..4096。")
     return sorted(set(lengths))
 
 
@@ -297,10 +301,12 @@ def bench(exercise, learner_file: Path, *, device: str = "auto", lengths: list[i
     timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
     memory = check_options(device, timeout, DEFAULT_MEMORY if memory_limit is None else memory_limit, sandbox)
     if lengths is not None and (not lengths or any(type(n) is not int or not 1 <= n <= MAX_LENGTH for n in lengths)):
-        raise DrillError(f"--lengths must be between 1 and {MAX_LENGTH}, got {lengths}.")
+        raise DrillError(f"--lengths must be between 1 and {MAX_LENGTH}, got {lengths}.",
+                         zh=f"--lengths 必须在 1 到 {MAX_LENGTH} 之间，而不是 {lengths}。")
     for name, value, low in (("--runs", runs, 1), ("--warmup", warmup, 0)):
         if type(value) is not int or not low <= value <= MAX_RUNS:
-            raise DrillError(f"{name} must be a whole number from {low} to {MAX_RUNS}, got {value}.")
+            raise DrillError(f"{name} must be a whole number from {low} to {MAX_RUNS}, got {value}.",
+                             zh=f"{name} 必须是 {low} 到 {MAX_RUNS} 之间的整数，而不是 {value}。")
     read_learner_source(Path(learner_file))
     task = {"lengths": sorted(set(lengths)) if lengths else None, "runs": runs, "warmup": warmup,
             "memory_budget": memory // 2, "time_budget_s": float(timeout)}
@@ -360,7 +366,8 @@ def require_plotting() -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise DrillError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}")
+        raise DrillError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}",
+                         zh=f"--plot 需要 matplotlib，但它没有安装：{PLOT_HINT}")
 
 
 def write_plot(report: BenchReport, path: Path) -> Path:
@@ -391,7 +398,8 @@ def write_plot(report: BenchReport, path: Path) -> Path:
     try:
         figure.savefig(path, format="png", dpi=110)
     except OSError as error:
-        raise DrillError(f"cannot write the plot to {path}: {error.strerror or error}. Try another path.") from None
+        raise DrillError(f"cannot write the plot to {path}: {error.strerror or error}. Try another path.",
+                         zh=f"无法把图写入 {path}：{error.strerror or error}。请换一个路径。") from None
     finally:
         plt.close(figure)
     return path
@@ -717,3 +725,62 @@ def _size(n: float) -> str:
         if n >= 1 << power:
             return f"{n / (1 << power):.3g} {unit}"
     return f"{int(n)} B"
+
+
+# ---------------------------------------------------------------------------------------
+# The bench's lines in Chinese (the judge writes them in English; render.bench shows these under zh)
+
+_ZH_WHAT = [(r"your (\w+)\.forward", r"你的 \1.forward"), (r"your (\w+)\(\)", r"你的 \1()"),
+            (r"your (\w+)\((.*)\)", r"你的 \1(\2)"), (r"your (\w+)\.(to|eval)\(\)", r"你的 \1.\2()"),
+            ("the reference", "参考实现"), ("the import of your file", "导入你的文件"),
+            ("the start of the worker", "启动工作进程"), ("your code", "你的代码")]
+
+_ZH_LINES = [
+    (r"stopped before L=(\d+): its time is used up \(--timeout\)\.", "在 L={0} 之前停止：时间已用完（--timeout）。"),
+    (r"stopped before L=(\d+): each run would take about (\S+) s, over the (\S+) s budget\.",
+     "在 L={0} 之前停止：每次运行约需 {1} 秒，超过 {2} 秒的预算。"),
+    (r"stopped before L=(\d+): its runs would take about (\S+) s, more than the (\S+) s left \(--timeout\)\.",
+     "在 L={0} 之前停止：这些运行约需 {1} 秒，超过剩余的 {2} 秒（--timeout）。"),
+    (r"stopped before L=(\d+): it would need about (.+) of memory, over the (.+) budget\.",
+     "在 L={0} 之前停止：约需 {1} 内存，超过 {2} 的预算。"),
+    (r"stopped at L=(\d+): out of memory\.", "在 L={0} 处停止：内存不足。"),
+    (r"stopped(?: at L=(\d+))?: (.+) ran out of GPU memory\.", "{W1}{L0}停止：GPU 内存不足。"),
+    (r"(.+?) did not return within (\S+) s(?: at L=(\d+))?: it hangs, or is far slower than expected "
+     r"\(--timeout sets your code's time\)\.", "{W0}{L2}没有在 {1} 秒内返回：它卡住了，或比预期慢得多"
+                                               "（--timeout 设定你的代码的时间）。"),
+    (r"(.+?): your code interfered with the grader: it (.+?)(?: at L=(\d+))?\.",
+     "{W0}{L2}：你的代码干扰了评分程序：{1}。"),
+    (r"(.+?) is not written yet: it raises NotImplementedError(.*)\.", "{W0} 还没有写：它抛出 NotImplementedError{1}。"),
+    (r"your file does not define (\w+); the statement asks for it\.", "你的文件没有定义 {0}；题目要求定义它。"),
+    (r"(.+?) should make a torch\.nn\.Module\.", "{W0} 应当创建一个 torch.nn.Module。"),
+    (r"(.+?) called sys\.exit\((.*)\)(?: at L=(\d+))?; return a result instead\.",
+     "{W0}{L2}调用了 sys.exit({1})；请改为返回结果。"),
+    (r"(.+?) raised (.+?)(?: at L=(\d+))?( \(.*\))?\.", "{W0}{L2}抛出了 {1}{3}。"),
+]
+
+
+def _zh_what(what: str) -> str:
+    for pattern, replacement in _ZH_WHAT:
+        if re.fullmatch(pattern, what):
+            return re.sub(pattern, replacement, what)
+    return what
+
+
+def zh_text(text: str | None) -> str | None:
+    """A bench line (a series' stop, a failure, the problem) in Chinese; unknown lines stay as they are."""
+    if not text:
+        return text
+    if text.startswith("the bench failed (a bug in attn-drill):"):
+        return "bench 失败了（attn-drill 的 bug）：" + text[len("the bench failed (a bug in attn-drill):"):]
+    found = re.match(r"the bench did not finish \((.*)\); this is a problem of attn-drill, not of your code\.", text,
+                     re.S)
+    if found:
+        return f"bench 没有完成（{found.group(1)}）；这是 attn-drill 的问题，不是你的代码的问题。" + text[found.end():]
+    for pattern, template in _ZH_LINES:
+        found = re.fullmatch(pattern, text, re.S)
+        if found:
+            groups = [g or "" for g in found.groups()]
+            fields = {f"W{i}": _zh_what(g) for i, g in enumerate(groups)}
+            fields.update({f"L{i}": f" 在 L={g} " if g else " " for i, g in enumerate(groups)})
+            return template.format(*groups, **fields).replace("  ", " ").strip()
+    return text

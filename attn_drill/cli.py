@@ -63,8 +63,12 @@ def _lang() -> str:
 
 def _store():
     store = open_store()
-    for warning in store.warnings:
-        err.print(f"warning: {warning}", markup=False)
+    if _lang() == "zh" and len(store.warnings_zh) == len(store.warnings):
+        for warning in store.warnings_zh:
+            err.print(f"警告：{warning}", markup=False)
+    else:
+        for warning in store.warnings:
+            err.print(f"warning: {warning}", markup=False)
     return store
 
 
@@ -544,10 +548,14 @@ def grade(
                          zh=f"--out {out_file} 是一个文件夹；请写明要写入的文件。")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("finding submissions", total=None)
+        zh = _lang() == "zh"
+        task = progress.add_task("正在查找提交" if zh else "finding submissions", total=None)
 
         def advance(stage: str, done: int, total: int) -> None:
-            words = "starting the graders" if stage == "starting" else f"grading {exercise}"
+            if zh:
+                words = "正在启动评分进程" if stage == "starting" else f"正在评分 {exercise}"
+            else:
+                words = "starting the graders" if stage == "starting" else f"grading {exercise}"
             progress.update(task, description=words, completed=done, total=total)
 
         report = grade_folder(folder, exercise, jobs=jobs, device=device.value, timeout=timeout,

@@ -99,7 +99,8 @@ def _check_target(out: Path) -> bool:
     if not out.exists():
         return False
     if not out.is_dir():
-        raise DrillError(f"{out} is a file; --out must name a folder for the bundle.")
+        raise DrillError(f"{out} is a file; --out must name a folder for the bundle.",
+                         zh=f"{out} 是一个文件；--out 必须指定存放评分包（bundle）的文件夹。")
     entries = list(out.iterdir())
     if not entries:
         return False
@@ -109,7 +110,8 @@ def _check_target(out: Path) -> bool:
     except OSError:
         previous = False
     if not previous:
-        raise DrillError(f"{out} is not empty and holds no bundle written before; give a new or empty folder.")
+        raise DrillError(f"{out} is not empty and holds no bundle written before; give a new or empty folder.",
+                         zh=f"{out} 不是空的，也不是之前写入的评分包（bundle）；请给出一个新的或空的文件夹。")
     return True
 
 
@@ -120,7 +122,8 @@ def run_autograder_source(exercise: Exercise, timeout: float, memory_limit: str)
               "timeout": float(timeout), "memory_limit": str(memory_limit), "venv": VENV, "grader_user": GRADER_USER}
     line = "CONFIG = {}  # @config (attn-drill gradescope writes the exercise's settings here)"
     if template.count(line) != 1:
-        raise DrillError("the run_autograder template is damaged (a bug in attn-drill).")
+        raise DrillError("the run_autograder template is damaged (a bug in attn-drill).",
+                         zh="run_autograder 模板已损坏（attn-drill 的 bug）。")
     return template.replace(line, f"CONFIG = {config!r}  # {MARKER} {__version__}")
 
 
@@ -136,7 +139,8 @@ def pinned_versions() -> dict[str, str]:
                 pins[name] = OPTIONAL[name]
                 continue
             raise DrillError(f"{name} is not installed here, so it cannot be pinned; install attn-drill's "
-                             "dependencies first.") from None
+                             "dependencies first.",
+                             zh=f"这里没有安装 {name}，无法固定其版本；请先安装 attn-drill 的依赖。") from None
         pins[name] = "==" + (version.split("+", 1)[0] if name == "torch" else version)
     return pins
 
@@ -169,14 +173,18 @@ def _build_from_source(root: Path, dest: Path) -> Path:
             done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_LIMIT_S, env=env,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise DrillError(f"building attn-drill's wheel took over {BUILD_LIMIT_S} s; try again.") from None
+            raise DrillError(f"building attn-drill's wheel took over {BUILD_LIMIT_S} s; try again.",
+                             zh=f"构建 attn-drill 的 wheel 超过了 {BUILD_LIMIT_S} 秒；请重试。") from None
         if done.returncode != 0:
             tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-            raise DrillError(f"pip could not build attn-drill's wheel from {root}: {tail or 'no output'}")
+            raise DrillError(f"pip could not build attn-drill's wheel from {root}: {tail or 'no output'}",
+                             zh=f"pip 无法从 {root} 构建 attn-drill 的 wheel：{tail or '没有输出'}")
         wheels = sorted(Path(built).glob("attn_drill-*.whl"))
         if len(wheels) != 1 or not wheels[0].name.startswith(f"attn_drill-{__version__}-"):
             raise DrillError(f"building attn-drill's wheel gave {[w.name for w in wheels]}, "
-                             f"not one wheel of version {__version__}.")
+                             f"not one wheel of version {__version__}.",
+                             zh=f"构建 attn-drill 的 wheel 得到 {[w.name for w in wheels]}，"
+                                f"而不是一个版本为 {__version__} 的 wheel。")
         return Path(shutil.copy2(wheels[0], dest / wheels[0].name))
 
 
@@ -187,7 +195,9 @@ def repack_installed(package_dir: Path, dest: Path) -> Path:
     found = [d for d in metadata.distributions(path=[str(site)]) if _normal(d.metadata["Name"]) == "attn-drill"]
     if not found or not found[0].files:
         raise DrillError(f"no source tree and no installed metadata of attn-drill next to {package_dir}; "
-                         "write the bundle from a clone, or from attn-drill installed with pip.")
+                         "write the bundle from a clone, or from attn-drill installed with pip.",
+                         zh=f"{package_dir} 旁边既没有源码树，也没有 attn-drill 的安装元数据；"
+                            "请在克隆的仓库中，或用 pip 安装的 attn-drill 写入评分包（bundle）。")
     dist = found[0]
     version = dist.version
     info = f"attn_drill-{version}.dist-info"
@@ -195,7 +205,8 @@ def repack_installed(package_dir: Path, dest: Path) -> Path:
     names = sorted({str(f).replace(os.sep, "/") for f in dist.files} - skipped)
     names = [n for n in names if not n.startswith("..") and "__pycache__/" not in n and not n.endswith(".pyc")]
     if f"{info}/WHEEL" not in names or f"{info}/METADATA" not in names:
-        raise DrillError(f"attn-drill's installed metadata in {site} is incomplete; reinstall it with pip.")
+        raise DrillError(f"attn-drill's installed metadata in {site} is incomplete; reinstall it with pip.",
+                         zh=f"{site} 中 attn-drill 的安装元数据不完整；请用 pip 重新安装。")
     target = dest / f"attn_drill-{version}-py3-none-any.whl"
     records = []
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as wheel:
@@ -218,7 +229,8 @@ def _fill(template: str, settings: dict[str, str]) -> str:
         template = template.replace(f"@@{key}@@", str(value))
     left = re.findall(r"@@[A-Z_]+@@", template)
     if left:
-        raise DrillError(f"a bundle template names unknown settings {sorted(set(left))} (a bug in attn-drill).")
+        raise DrillError(f"a bundle template names unknown settings {sorted(set(left))} (a bug in attn-drill).",
+                         zh=f"评分包（bundle）模板中有未知的设置 {sorted(set(left))}（attn-drill 的 bug）。")
     return template
 
 

@@ -927,7 +927,7 @@ def bench(console: Console, result: BenchReport, *, verbose: bool = False, lang:
     if result.sandbox == "none":
         console.print(Text(common["unsandboxed"], style="yellow"))
     if result.problem:
-        console.print(Text(result.problem, style="red"))
+        console.print(Text(_bench_line(result.problem, lang), style="red"))
         console.print(Text.assemble((words["nothing"], "bold red"), " ", words["fix"].format(id=result.exercise)))
     else:
         names = dict(zip(("yours", "reference", "builtin"), words["names"]))
@@ -949,7 +949,8 @@ def bench(console: Console, result: BenchReport, *, verbose: bool = False, lang:
             console.print(Text(words["builtin"].format(label=builtin.label), style="dim"))
         for series in result.series:
             if series.stopped:
-                console.print(Text(f"{names.get(series.key, series.key)}: {series.stopped}",
+                console.print(Text(f"{names.get(series.key, series.key)}{'：' if lang == 'zh' else ': '}"
+                                   f"{_bench_line(series.stopped, lang)}",
                                    style="red" if series.failed else "dim"))
         summary = _bench_summary(result, words)
         if summary:
@@ -957,6 +958,15 @@ def bench(console: Console, result: BenchReport, *, verbose: bool = False, lang:
         console.print(Text(words["legend"].format(id=result.exercise), style="dim"))
     if verbose and result.output.strip():
         console.print(Panel(Text(result.output), title=common["printed"], expand=False))
+
+
+def _bench_line(text: str, lang: str) -> str:
+    """A line the judge wrote in English, in ``lang``."""
+    if lang != "zh":
+        return text
+    from attn_drill.bench import zh_text
+
+    return zh_text(text)
 
 
 def _bench_summary(result: BenchReport, words: dict) -> str:

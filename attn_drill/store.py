@@ -102,9 +102,10 @@ class ExerciseProgress:
 class Store:
     """Open with :func:`open_store`; every method is one short transaction."""
 
-    def __init__(self, path: Path, warnings: list[str]):
+    def __init__(self, path: Path, warnings: list[str], warnings_zh: list[str] | None = None):
         self.path = path
         self.warnings = warnings   # things the user should hear about (a damaged file set aside)
+        self.warnings_zh = warnings_zh if warnings_zh is not None else []   # the same, in Chinese
         self._db = sqlite3.connect(path, timeout=15, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -247,9 +248,10 @@ def open_store(folder: Path | None = None) -> Store:
                             "请把 ATTN_DRILL_HOME 设为一个可写的文件夹。") from None
     path = folder / DB_NAME
     warnings: list[str] = []
+    warnings_zh: list[str] = []
     for attempt in range(2):
         try:
-            store = Store(path, warnings)
+            store = Store(path, warnings, warnings_zh)
             _prepare(store)
             return store
         except sqlite3.DatabaseError as exc:
@@ -259,6 +261,7 @@ def open_store(folder: Path | None = None) -> Store:
             aside = _set_aside(path)
             warnings.append(f"the progress store {path} was damaged ({exc}); it was kept as {aside.name} "
                             "and a new one was started.")
+            warnings_zh.append(f"进度存储 {path} 已损坏（{exc}）；它被保留为 {aside.name}，并新建了一个。")
     raise AssertionError("unreachable")
 
 

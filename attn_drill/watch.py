@@ -210,7 +210,9 @@ class Watcher:
                     if paths:
                         self.send(paths)
             except Exception as error:  # the folder vanished, too many watches: say so, keep the session
-                self.inputs.put(_Problem(f"file changes can no longer be followed ({error}); "
+                self.inputs.put(_Problem(f"无法再跟踪文件的改动（{error}）；请使用 `attn-drill watch --manual`，"
+                                         "按 Enter 进行检查。" if self._zh else
+                                         f"file changes can no longer be followed ({error}); "
                                          "use `attn-drill watch --manual` and press Enter to check."))
             finally:
                 armed.set()
@@ -317,7 +319,9 @@ class Watcher:
             try:
                 digest = _digest(path)
             except OSError:
-                yield WatchEvent("problem", exercise, path, message=f"{path} is missing. Save it again, or run "
+                yield WatchEvent("problem", exercise, path, message=f"{path} 不见了。请再保存一次，或运行 "
+                                 f"`attn-drill reset {exercise.id}` 恢复初始代码。" if self._zh else
+                                 f"{path} is missing. Save it again, or run "
                                  f"`attn-drill reset {exercise.id}` to put the starter back.")
                 return
             if not force and self._graded.get(exercise.id) == digest:
@@ -337,7 +341,8 @@ class Watcher:
             try:
                 due = practice.record(self.store, report)
             except (StoreError, OSError, sqlite3.Error) as error:
-                yield WatchEvent("problem", exercise, path, message=f"progress not saved: {error}")
+                yield WatchEvent("problem", exercise, path, message=(f"进度没有保存：{_text(error, 'zh')}" if self._zh else
+                                                                   f"progress not saved: {error}"))
                 due = 0
             if due:
                 yield WatchEvent("due", exercise, path, questions_due=due)
@@ -361,9 +366,12 @@ class Watcher:
         except DeviceUnavailable:
             raise
         except DrillError as error:
-            return str(error)
+            return error.text(self.options["lang"])
         except Exception as error:   # the engine itself failed: start afresh for the next save
             self._restart_engine()
+            if self._zh:
+                return (f"评分程序出错了（{type(error).__name__}：{error}）；已重新启动。"
+                        "请再保存一次以检查；如果问题持续出现，请报告它。")
             return (f"the grader failed ({type(error).__name__}: {error}); it was restarted. "
                     "Save again to check, and report it if it persists.")
         finally:
@@ -395,11 +403,16 @@ class Watcher:
                 return exercise
         return None
 
+    @property
+    def _zh(self) -> bool:
+        return self.options.get("lang") == "zh"
+
     def _hint(self) -> WatchEvent:
         try:
             shown = practice.hint(self.store, self.current.id)
         except (StoreError, OSError, sqlite3.Error) as error:
-            return WatchEvent("problem", self.current, message=f"no hint: {error}")
+            return WatchEvent("problem", self.current, message=(f"没有提示：{_text(error, 'zh')}" if self._zh
+                                                                    else f"no hint: {error}"))
         return WatchEvent("hint", self.current, self.file_for(self.current), hint=shown)
 
 
@@ -428,3 +441,8 @@ def _paths(item) -> Iterable[Path]:
     if isinstance(item, (str, Path)):
         return [Path(item)]
     return [Path(path) for path in item]
+
+
+def _text(error: BaseException, lang: str) -> str:
+    """An error's message in ``lang`` (a DrillError's Chinese where it has one)."""
+    return error.text(lang) if isinstance(error, DrillError) else str(error)

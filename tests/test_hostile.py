@@ -410,7 +410,7 @@ def test_file_attack_reaches_nothing(name, phrases, tmp_path, targets):
     damage = targets.damage(graded.marker)
     assert not damage, f"learner code reached the user's or attn-drill's files: {damage}"
     _assert_failed_with(graded, phrases)
-    if name == "fills_disk.py":  # everything it could write went to its private, 64 MiB /tmp
+    if name == "fills_disk.py":  # everything it could write went to its private, 64 MiB scratch folder
         total = re.search(r"hostile: filled .*; total (\d+) MiB", graded.report.output)
         assert total, f"the fixture's report is missing from its output: {graded.report.output[-500:]!r}"
         assert int(total.group(1)) <= 64, total.group(0)
@@ -425,10 +425,10 @@ def test_forbidden_call_unseen_by_scan_and_guard_still_fails(name, tmp_path):
 
 
 @needs_sandbox
-def test_nothing_is_written_outside_the_private_tmp(tmp_path):
+def test_nothing_is_written_outside_the_private_scratch_folder(tmp_path):
     graded = _grade("writes_outside_scratch.py", tmp_path)
     _assert_failed_with(graded, (WRONG,))
-    wrote = re.search(r"hostile: wrote (\d+) MiB outside /tmp: (.*)", graded.report.output)
+    wrote = re.search(r"hostile: wrote (\d+) MiB outside the scratch folder: (.*)", graded.report.output)
     assert wrote, f"the fixture's report is missing from its output: {graded.report.output[-500:]!r}"
     assert wrote.group(1) == "0", wrote.group(0)
 

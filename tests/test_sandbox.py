@@ -56,7 +56,7 @@ def test_no_home_no_workspace_no_package_files(layout):
     assert str(venv) in bound  # what python needs, read-only
     assert str(site / "attn_drill") in [target for target, *_ in flags(argv, "--tmpfs")]  # covered by an empty folder
     env = {name: value for name, value in flags(argv, "--setenv")}
-    assert env["HOME"] == "/tmp" and not any("ATTN_DRILL" in name for name in env)
+    assert env["HOME"] == "/scratch" and not any("ATTN_DRILL" in name for name in env)
 
 
 def test_cuda_binds_the_nvidia_device_nodes(layout, tmp_path):
@@ -102,3 +102,13 @@ def test_sandboxed_grading_says_so():
     report = grade(exercise, exercise.solution_path, device="cpu")
     assert report.passed and report.sandbox == "bubblewrap"
     assert 0 < report.peak_memory < 2 << 30
+
+
+def test_a_virtual_environment_under_tmp_stays_visible(tmp_path):
+    """The scratch tmpfs is mounted before the read-only binds, so a venv anywhere (CI clones
+    live under /tmp) is not covered by it, and /tmp itself is read-only, not a scratch."""
+    venv = Path("/tmp/some-clone/.venv")
+    argv = sandbox.bwrap_command("/usr/bin/bwrap", tmp_path, ["3", "4"], cuda=False, readable=[venv], protected=[])
+    assert argv.index(str(venv)) > argv.index(sandbox.SCRATCH)
+    assert "/tmp" not in [target for target, *_ in flags(argv, "--tmpfs")]
+    assert argv[argv.index("--chdir") + 1] == sandbox.SCRATCH

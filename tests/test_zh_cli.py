@@ -153,3 +153,57 @@ def test_english_is_unchanged_without_lang(cli):
         assert result.code == 2 and one_line(result.stderr).startswith(start) and not CJK.search(result.stderr)
     shown = cli("hint", "ex2", env=EN_LOCALE).stdout
     assert find_exercise("ex2").hints[0][:30] in shown and not CJK.search(shown)
+
+
+def test_quiz_errors_are_chinese_exit_2(cli):
+    for args in (("quiz", "--topic", "nonsense"), ("quiz", "-n", "0"), ("quiz", "--review", "--leeches")):
+        result = cli("--lang", "zh", *args, env=EN_LOCALE)
+        assert result.code == 2, result.stderr
+        assert CJK.search(one_line(result.stderr)), result.stderr
+    english = cli("quiz", "--topic", "nonsense", env=EN_LOCALE)
+    assert english.code == 2 and "no quiz topic named 'nonsense'. Try one of:" in english.stderr
+    assert not CJK.search(english.stderr)
+
+
+def test_grade_on_a_missing_folder_is_chinese(cli, tmp_path):
+    missing = tmp_path / "nowhere"
+    result = cli("--lang", "zh", "grade", str(missing), "--exercise", "ex2", env=EN_LOCALE)
+    assert result.code == 2 and "不存在" in result.stderr, result.stderr
+    english = cli("grade", str(missing), "--exercise", "ex2", env=EN_LOCALE)
+    assert english.code == 2 and "is not a folder of submissions (it does not exist)." in english.stderr
+
+
+def test_bench_errors_and_lines_are_chinese(cli):
+    from attn_drill.bench import zh_text
+
+    result = cli("--lang", "zh", "bench", "ex1", "--lengths", "abc", env=EN_LOCALE)
+    assert result.code == 2 and CJK.search(result.stderr), result.stderr
+    assert zh_text("stopped at L=128: out of memory.") == "在 L=128 处停止：内存不足。"
+    assert zh_text("something new") == "something new"
+
+
+def test_ungradeable_submissions_give_chinese_reasons(tmp_path):
+    from attn_drill.batch import find_submissions
+
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "a.py").write_text("")
+    (tmp_path / "bob" / "b.py").write_text("")
+    exercise = find_exercise("ex2")
+    zh = {s.student: s.problem for s in find_submissions(tmp_path, exercise, "zh")[0]}
+    en = {s.student: s.problem for s in find_submissions(tmp_path, exercise)[0]}
+    assert "没有 Python 文件" in zh["ann"] and "无法确定" in zh["bob"]
+    assert en["ann"].startswith("no Python file in ann/") and "cannot tell which to grade" in en["bob"]
+
+
+def test_a_damaged_store_is_warned_about_in_chinese(cli, tmp_path, monkeypatch):
+    import os
+
+    from attn_drill.store import DB_NAME, home
+
+    path = home() / DB_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a database" * 100)
+    result = cli("--lang", "zh", "list", env=EN_LOCALE)
+    assert "警告：进度存储" in result.stderr, result.stderr
+    assert os.path.exists(path)

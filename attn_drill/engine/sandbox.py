@@ -4,7 +4,7 @@ Under bubblewrap the worker gets its own user, PID, network, IPC, UTS and cgroup
 namespaces, no capabilities, a new session, and dies with its parent. It sees read-only
 views of what Python and torch need (the system's /usr, the interpreter's prefix, the
 virtual environment), a read-only ``/box`` holding the worker, ``wire`` and a copy of the
-learner's file, and a private size-limited ``/tmp`` as its working folder. It does not see
+learner's file, and a private size-limited ``/scratch`` as its working folder. It does not see
 the home folder, the workspace, the progress store or attn-drill's own files: where one of
 those lies inside a folder it must see, an empty folder is mounted over it. With CUDA, the
 NVIDIA device nodes are bound in.
@@ -26,7 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 
 BOX = "/box"                      # the worker's read-only folder inside the sandbox
-SCRATCH_BYTES = 64 << 20          # the private /tmp, and the largest file the worker may write
+SCRATCH = "/scratch"              # its private, size-capped working folder (HOME and TMPDIR too)
+SCRATCH_BYTES = 64 << 20          # the private scratch folder, and the largest file the worker may write
 SHM_BYTES = 16 << 20              # /dev/shm, for libraries that want one
 MAX_PROCESSES = 64
 SYSTEM_DIRS = ("/usr", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
@@ -104,7 +105,9 @@ def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
     readable = readable_dirs() if readable is None else readable
     protected = protected_paths() if protected is None else protected
     argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--uid", "65534", "--gid", "65534", "--hostname", "attn-drill-worker"]
+            "--uid", "65534", "--gid", "65534", "--hostname", "attn-drill-worker",
+            "--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+            "--size", str(SCRATCH_BYTES), "--tmpfs", SCRATCH]
     for path in SYSTEM_DIRS:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
@@ -119,14 +122,14 @@ def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
     for hidden in protected:  # a protected path inside a readable folder is covered by an empty one
         if any(hidden != folder and hidden.is_relative_to(folder) for folder in readable) and hidden.exists():
             argv += ["--tmpfs", str(hidden)] if hidden.is_dir() else ["--ro-bind", "/dev/null", str(hidden)]
-    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev",
-             "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
-             "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp", "--ro-bind", str(box), BOX]
+    argv += ["--ro-bind", str(box), BOX]
     if cuda:
         argv += cuda_binds(dev)
-    # Everything but the two size-capped scratch folders is read-only, bwrap's own root included.
+    # Everything but the two size-capped scratch folders is read-only, bwrap's own root (and
+    # /tmp in it) included. The readable folders are bound after the tmpfs mounts, so a virtual
+    # environment that lives under /tmp stays visible.
     argv += ["--remount-ro", "/dev", "--remount-ro", "/",
-             "--chdir", "/tmp", "--clearenv", *_env_flags(), "--", sys.executable, "-I", "-u", f"{BOX}/worker.py",
+             "--chdir", SCRATCH, "--clearenv", *_env_flags(), "--", sys.executable, "-I", "-u", f"{BOX}/worker.py",
              *worker_args]
     return argv
 
@@ -153,7 +156,7 @@ def cuda_binds(dev: Path = Path("/dev")) -> list[str]:
 
 
 def _env_flags() -> list[str]:
-    env = worker_env(home="/tmp")
+    env = worker_env(home=SCRATCH)
     return [flag for name, value in env.items() for flag in ("--setenv", name, value)]
 
 

@@ -467,7 +467,8 @@ def resolve_topics(bank: Bank, topics: Iterable[str] | None) -> tuple[str, ...]:
             if not name:
                 continue
             if name not in bank.topics:
-                raise DrillError(f"no quiz topic named '{name}'. Try one of: {', '.join(bank.topics)}.")
+                raise DrillError(f"no quiz topic named '{name}'. Try one of: {', '.join(bank.topics)}.",
+                                 zh=f"没有名为 '{name}' 的测验主题。可选：{'、'.join(bank.topics)}。")
             if name not in wanted:
                 wanted.append(name)
     return tuple(wanted)
@@ -538,11 +539,14 @@ def start_quiz(store: Store, *, topics: Iterable[str] | None = None, count: int 
     given, caps those at the most overdue / most missed)."""
     if count is not None and count < 1:
         raise DrillError(f"-n must be 1 or more, got {count}. Leave it out for 10 questions "
-                         "(with --review: every question due).")
+                         "(with --review: every question due).",
+                         zh=f"-n 必须是 1 或更大，而不是 {count}。不写则出 10 道题（加 --review 时：所有到期的题）。")
     if review and leeches:
-        raise DrillError("--review and --leeches are two different quizzes: pick one.")
+        raise DrillError("--review and --leeches are two different quizzes: pick one.",
+                         zh="--review 和 --leeches 是两种不同的测验：请只选一个。")
     if lang is not None and lang not in LANGS:
-        raise DrillError(f"--lang must be one of {', '.join(LANGS)}, got '{lang}'.")
+        raise DrillError(f"--lang must be one of {', '.join(LANGS)}, got '{lang}'.",
+                         zh=f"--lang 必须是 {', '.join(LANGS)} 之一，而不是 '{lang}'。")
     bank = bank or load_bank()
     chosen = resolve_topics(bank, topics)
     if leeches:
