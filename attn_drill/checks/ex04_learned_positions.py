@@ -64,7 +64,7 @@ def check_parameter(learner):
                     "ever trains it. Write self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02).",
                     f"{what}.weight 是{kind}，而不是 nn.Parameter：parameters() 不会给出它，任何优化器都不会训练它。"
                     "请写 self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02)。"), NOT_PARAMETER)
-        if not learner.attr(mine, "weight")._worker_requires_grad:
+        if not learner.trainable(mine)["weight"]:   # not its values: the statement leaves the init free
             fail(_t(f"{what}.weight has requires_grad=False, so it is never trained.",
                     f"{what}.weight 的 requires_grad=False，所以它永远不会被训练。"), NOT_PARAMETER)
         if params["weight"] != (max_len, d_model):

@@ -296,6 +296,15 @@ class Learner:
             raise CheckFailure(_t(f"{module.type_name}: your code interfered with the grader (a malformed answer).",
                                   f"{module.type_name}：你的代码干扰了评分程序（回答格式错误）。"))
 
+    def trainable(self, module: RemoteObject) -> dict[str, bool]:
+        """Each parameter's requires_grad, without fetching its values (which a statement may leave
+        free, as an initialisation)."""
+        entries = self._ask(f"{module.type_name}.named_parameters()", "parameters", target=module)
+        try:
+            return {str(name): requires_grad is True for name, _, requires_grad in entries}
+        except (TypeError, ValueError):
+            raise CheckFailure(f"{module.type_name}: your code interfered with the grader (a malformed answer).")
+
     def load(self, module: RemoteObject, state: dict[str, torch.Tensor]) -> None:
         self._ask(_t(f"loading weights into {module.type_name}", f"向 {module.type_name} 加载权重"), "load",
                   target=module, state=state)
