@@ -25,8 +25,6 @@ from attn_drill import content
 from attn_drill.errors import DeviceUnavailable, DrillError
 
 if TYPE_CHECKING:
-    import subprocess
-
     from attn_drill.catalog import Exercise
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -276,11 +274,11 @@ class Engine:
             # Unsandboxed, the template hears of the supervisor's death (SIGTERM) and ends its grading first.
             self.worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL, pass_fds=(worker_end.fileno(),), env=env,
-                                           cwd=cwd, preexec_fn=boxing.set_limits(None, signal.SIGTERM))
+                                           cwd=cwd, preexec_fn=boxing.own_session(signal.SIGTERM))
             self.judge = subprocess.Popen([sys.executable, "-m", "attn_drill.engine.judge", str(judge_end.fileno())],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, pass_fds=(judge_end.fileno(),),
-                                          cwd=self.judge_dir, env=_judge_env(), preexec_fn=boxing.set_limits(None))
+                                          cwd=self.judge_dir, env=_judge_env(), preexec_fn=boxing.own_session())
         finally:
             worker_end.close()
             judge_end.close()

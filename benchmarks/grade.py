@@ -182,7 +182,7 @@ def main() -> int:
     slowest = max(report["submissions"], key=lambda row: row["duration_s"])
     print(f"machine: {os.cpu_count()} cores; grade --jobs {options.jobs or os.cpu_count()}, "
           f"--timeout {options.timeout:g}; sandbox: {report['sandbox']}")
-    print(f"mix: " + ", ".join(f"{kind} {count}" for kind, (count, _, _) in KINDS.items()))
+    print("mix: " + ", ".join(f"{kind} {count}" for kind, (count, _, _) in KINDS.items()))
     print("cold `attn-drill check ex2 --file F`, one per kind: "
           + ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in cold.items()))
     print(f"100 cold checks (scaled by the mix)        {cold_100:8.1f} s")

@@ -68,7 +68,7 @@ def test_bundle_has_its_files(bundle):
     torch = metadata.version("torch").split("+")[0]
     assert "bubblewrap" in setup and "https://download.pytorch.org/whl/cpu" in setup
     assert f'TORCH_VERSION="{torch}"' in setup and "requirements.txt" in setup
-    assert f"pip install --no-deps \"$HERE/$WHEEL\"" in setup and f'WHEEL="attn_drill-{__version__}-' in setup
+    assert "pip install --no-deps \"$HERE/$WHEEL\"" in setup and f'WHEEL="attn_drill-{__version__}-' in setup
     assert "@@" not in setup and "@@" not in (bundle / "README.md").read_text()
 
     pins = [line for line in (bundle / "requirements.txt").read_text().splitlines() if not line.startswith("#")]

@@ -1,6 +1,5 @@
 """The worker's sandbox: its bubblewrap command line, and the unsandboxed fallback."""
 
-import os
 import sys
 from pathlib import Path
 

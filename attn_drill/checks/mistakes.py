@@ -63,10 +63,10 @@ def attention_mistakes(q, k, v, mask=None, scale=None, *, part: int = 0,
     """Candidate mistakes for attention on these inputs: ``part`` 0 is the output, 1 the weights;
     ``then`` maps a mistaken attention output onward (an output projection, say)."""
     candidates = []
-    for mistake, switches in ATTENTION_VARIANTS:
+    for known, switches in ATTENTION_VARIANTS:
         if scale is not None and "scale_kind" in switches:
             continue
-        if mask is None and mistake in (MASK_INVERTED, MASK_IGNORED, MASK_AFTER_SOFTMAX):
+        if mask is None and known in (MASK_INVERTED, MASK_IGNORED, MASK_AFTER_SOFTMAX):
             continue
 
         def compute(switches=switches):
@@ -74,5 +74,5 @@ def attention_mistakes(q, k, v, mask=None, scale=None, *, part: int = 0,
                 result = attention(q.detach(), k.detach(), v.detach(), mask, scale, **switches)
                 return None if result is None else then(result[part])
 
-        candidates.append((mistake, compute))
+        candidates.append((known, compute))
     return candidates

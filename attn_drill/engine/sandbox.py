@@ -21,7 +21,6 @@ import shutil
 import site
 import subprocess
 import sys
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,15 +35,6 @@ MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64")
 
 
 ADDRESS_SPACE_SLACK = 3 << 30    # virtual memory beyond the limit: torch reserves address space it never touches
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int             # resident memory of the worker's whole tree, enforced by the supervisor
-    cpu_seconds: int
-    file_bytes: int = SCRATCH_BYTES
-    processes: int = MAX_PROCESSES
-    cap_address_space: bool = True  # off for CUDA, whose driver maps far more than it uses
 
 
 @lru_cache(maxsize=1)
@@ -175,27 +165,13 @@ def has_nvidia(dev: Path = Path("/dev")) -> bool:
     return any(dev.glob("nvidia[0-9]*"))
 
 
-def set_limits(limits: Limits | None, death_signal: int = 9):
-    """A preexec function: a new session, ``death_signal`` when the parent dies, no core dumps,
-    and ``limits``."""
+def own_session(death_signal: int = 9):
+    """A preexec function for a template: a new session, and ``death_signal`` when the parent
+    (the supervisor) dies. Each grading's resource limits are set in its own forked child."""
 
     def apply() -> None:
-        import resource
-
         os.setsid()
         die_with_parent(death_signal)
-        if limits is None:
-            return
-        for name, value in (("RLIMIT_CORE", 0), ("RLIMIT_CPU", limits.cpu_seconds),
-                            ("RLIMIT_FSIZE", limits.file_bytes), ("RLIMIT_NPROC", limits.processes),
-                            ("RLIMIT_AS", limits.memory_bytes + ADDRESS_SPACE_SLACK
-                                          if limits.cap_address_space else None)):
-            if value is None or not hasattr(resource, name):
-                continue
-            try:
-                resource.setrlimit(getattr(resource, name), (value, value))
-            except (ValueError, OSError):
-                pass
 
     return apply
 
