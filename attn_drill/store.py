@@ -204,11 +204,6 @@ class Store:
                           due = excluded.due, updated_at = excluded.updated_at""",
                    (question, topic, card, due, at))
 
-    def due_questions(self, at: float) -> list[tuple[str, float]]:
-        """(question, due) for every question due at ``at`` (Unix seconds), most overdue first."""
-        return self._db.execute("SELECT question, due FROM quiz_cards WHERE due <= ? ORDER BY due, question",
-                                (at,)).fetchall()
-
     def due_count(self, at: float | None = None) -> int:
         """How many questions are due at ``at`` (default: the end of today, see day_end)."""
         at = day_end() if at is None else at
