@@ -44,7 +44,7 @@ class Scaffold:
 def new_exercise(key: str, pack: Path) -> Scaffold:
     """Write the statement, reference, starter, checks and catalog entry of a new exercise
     ``key`` (``ex14`` or ``ex14_rope_scaling``) into the pack folder ``pack``."""
-    from attn_drill.catalog import load_catalog
+    from attn_drill.catalog import forget_catalogs, load_catalog
 
     match = ID_PATTERN.fullmatch(key.strip().lower())
     if match is None:
@@ -69,6 +69,7 @@ def new_exercise(key: str, pack: Path) -> Scaffold:
     catalog = pack / "catalog.toml"
     head = catalog.read_text(encoding="utf-8") if catalog.exists() else CATALOG_HEAD
     write_atomically(catalog, head.rstrip("\n") + "\n" + ENTRY.format(id=exercise_id, name=name))
+    forget_catalogs()
     return Scaffold(exercise_id, (catalog, *paths.values()))
 
 

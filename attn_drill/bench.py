@@ -289,9 +289,11 @@ def bench_exercise(key: str, *, file: Path | None = None, **options) -> BenchRep
 
 def bench(exercise, learner_file: Path, *, device: str = "auto", lengths: list[int] | None = None,
           runs: int = RUNS, warmup: int = WARMUP, timeout: float | None = None, memory_limit: int | str | None = None,
-          sandbox: str = "auto", engine=None) -> BenchReport:
+          sandbox: str = "auto", engine=None, lang: str = "en") -> BenchReport:
     """Time ``learner_file`` as ``exercise`` against the reference and the built-in. On ``engine``
     (a warm :class:`attn_drill.grading.Engine`) when given, else on one started for this bench.
+    The judge's lines are English (:func:`zh_text` translates them); what the supervisor saw of a
+    lost worker is in ``lang``.
 
     Raises DrillError for bad input (an exercise without a benchmark, bad lengths or runs, a
     missing or non-Python file, no CUDA for --device cuda)."""
@@ -312,16 +314,16 @@ def bench(exercise, learner_file: Path, *, device: str = "auto", lengths: list[i
             "memory_budget": memory // 2, "time_budget_s": float(timeout)}
     if engine is None:
         with Engine(sandbox=sandbox, device=device) as own:
-            return _bench(own, exercise, Path(learner_file), spec, task, device, timeout, memory)
-    return _bench(engine, exercise, Path(learner_file), spec, task, device, timeout, memory)
+            return _bench(own, exercise, Path(learner_file), spec, task, device, timeout, memory, lang)
+    return _bench(engine, exercise, Path(learner_file), spec, task, device, timeout, memory, lang)
 
 
 def _bench(engine, exercise, learner_file: Path, spec: Spec, task: dict, device: str, timeout: float,
-           memory: int) -> BenchReport:
+           memory: int, lang: str) -> BenchReport:
     started = time.monotonic()
     # The judge times two trusted series besides the learner's, each within its own time budget.
     run = engine.session(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory, bench=task,
-                         judge_slack_s=2 * timeout + 60)
+                         judge_slack_s=2 * timeout + 60, lang=lang)
     report = BenchReport(exercise.id, str(learner_file), run.device, engine.sandbox, spec.inputs_text,
                          list(task["lengths"] or DEFAULT_LENGTHS.get(run.device, DEFAULT_LENGTHS["cpu"])),
                          task["runs"], task["warmup"], [], output=run.output_text())
@@ -334,9 +336,9 @@ def _bench(engine, exercise, learner_file: Path, spec: Spec, task: dict, device:
         report.problem = why + (f"\n{tail}" if tail and not run.internal else "")
     else:
         report.lengths = [int(n) for n in record.get("lengths", report.lengths)]
-        cause = run.worker_end or "stopped the worker process"
+        cause = run.worker_end or run.say("stopped the worker process", "终止了 worker 进程")
         if record.get("problem"):
-            report.problem = _failure_text(record["problem"], cause)
+            report.problem = _failure_text(record["problem"], cause, lang)
         labels = {"yours": spec.what(), "reference": "the reference", "builtin": spec.builtin}
         for key in ("yours", "reference", "builtin"):
             data = (record.get("series") or {}).get(key)
@@ -345,17 +347,21 @@ def _bench(engine, exercise, learner_file: Path, spec: Spec, task: dict, device:
             series = Series(key, labels[key], [Point(int(p["length"]), [float(t) for t in p["times"]], p.get("peak"))
                                                for p in data.get("points", [])], data.get("stopped"))
             if data.get("failure"):
-                series.stopped, series.failed = _failure_text(data["failure"], cause), True
+                series.stopped, series.failed = _failure_text(data["failure"], cause, lang), True
             report.series.append(series)
     report.duration_s = time.monotonic() - started
     return report
 
 
-def _failure_text(failure: dict, cause: str) -> str:
+def _failure_text(failure: dict, cause: str, lang: str) -> str:
     """The judge's account of a failure of the learner's code; a lost worker's cause is the
-    supervisor's (a signal, the memory limit, the output limit)."""
-    at = f" at L={failure['length']}" if failure.get("length") else ""
-    return failure.get("text") or f"{failure.get('what', 'your code')} {cause}{at}."
+    supervisor's (a signal, the memory limit, the output limit), said in ``lang``."""
+    if failure.get("text"):
+        return failure["text"]
+    what, length = failure.get("what", "your code"), failure.get("length")
+    if lang == "zh":
+        return f"{_zh_what(what)}{f' 在 L={length} 时' if length else ''}{cause}。"
+    return f"{what} {cause}{f' at L={length}' if length else ''}."
 
 
 # ---------------------------------------------------------------------------------------

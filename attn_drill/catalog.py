@@ -139,6 +139,12 @@ def load_catalog(path: Path | None = None) -> tuple[Exercise, ...]:
     return _catalog_with_packs(tuple(pack_folders()))[0]
 
 
+def forget_catalogs() -> None:
+    """Read the catalog files again at the next look (after a pack's catalog was written)."""
+    _catalog_with_packs.cache_clear()
+    _read_catalog.cache_clear()
+
+
 def pack_problems() -> list[str]:
     """What is wrong with the packs in use, one line each naming the file and field."""
     return list(_catalog_with_packs(tuple(pack_folders()))[1])

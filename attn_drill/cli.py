@@ -267,8 +267,8 @@ def help_command(command: Annotated[Optional[str], typer.Argument(help="The comm
     \b
     Example:
       attn-drill help check"""
-    raise typer.Exit(app(args=[command, "--help"] if command else ["--help"], prog_name="attn-drill",
-                         standalone_mode=False) or 0)
+    raise typer.Exit(_command().main(args=[command, "--help"] if command else ["--help"], prog_name="attn-drill",
+                                     standalone_mode=False) or 0)
 
 
 @app.command()
@@ -286,9 +286,15 @@ def quiz(
 
     Choices, true/false, numbers, code and open questions, in English or Chinese. Each answer
     is saved at once and scheduled with FSRS spaced repetition; q, quit or exit at any prompt,
-    Ctrl-C or the end of input ends the quiz and keeps your answers. Exit code: 0 when every
-    answer was right (or none was given), 1 when an answer was wrong (a card rated Again counts
-    as wrong), 2 on usage errors.  Example: attn-drill quiz --topic masking -n 5"""
+    Ctrl-C or the end of input ends the quiz and keeps your answers.
+
+    Exit code: 0 when every answer was right (or none was given), 1 when an answer was wrong
+    (a card rated Again counts as wrong), 2 on usage errors.
+
+    \b
+    Example:
+      attn-drill quiz --topic masking -n 5
+      attn-drill quiz --review"""
     from attn_drill.quiz import engine
 
     session = engine.start_quiz(_store(), topics=topic, count=count, review=review, seed=seed,
@@ -301,13 +307,18 @@ def quiz(
 
 @app.command()
 def stats(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see the CLI contract).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (its shape: docs/json.md).")] = False,
 ) -> None:
     """Show quiz mastery and exercise progress.
 
     By topic: questions in the bank, answered at least once, right the last time, due today,
     and retention (the share of due reviews answered right); a calendar of reviews over the
-    last 12 weeks; leeches (questions missed 4 times or more).  Example: attn-drill stats"""
+    last 12 weeks; leeches (questions missed 4 times or more).
+
+    \b
+    Example:
+      attn-drill stats
+      attn-drill stats --json"""
     from attn_drill.quiz.stats import stats as gather
 
     shown = gather(_store())
@@ -436,7 +447,7 @@ def bench(
     if plot is not None:
         benching.require_plotting()  # before the minutes of timing, not after
     options = {"file": file, "device": device.value, "lengths": benching.parse_lengths(lengths), "runs": runs,
-               "warmup": warmup, "timeout": timeout, "memory_limit": memory_limit}
+               "warmup": warmup, "timeout": timeout, "memory_limit": memory_limit, "lang": _lang()}
     if as_json:
         report = benching.bench_exercise(exercise, **options)
         print(json.dumps(report.to_dict(), indent=2))
@@ -474,16 +485,15 @@ def new(exercise: Annotated[str, typer.Argument(help="The new exercise's id and 
 
 def _global_options(args: list[str]) -> list[str]:
     """Take --pack DIR and --lang L from anywhere on the line (every command accepts them, before
-    or after its name); return the rest for the commands. Quiz's own --lang stays its own."""
+    or after its name, quiz's --lang included); return the rest for the commands."""
     from attn_drill.catalog import use_packs
 
     packs, rest, i = [], [], 0
     _settings["lang"] = None   # each run starts afresh (tests call main() many times in one process)
-    command = next((a for a in args if not a.startswith("-")), None)
     while i < len(args):
         arg = args[i]
         name, eq, value = arg.partition("=")
-        if name in ("--pack", "--lang") and (eq or i + 1 < len(args)) and not (name == "--lang" and command == "quiz"):
+        if name in ("--pack", "--lang") and (eq or i + 1 < len(args)):
             value = value if eq else args[i + 1]
             if name == "--pack":
                 packs.append(value)
@@ -586,13 +596,24 @@ def _show_usage_error_zh(error: click.ClickException) -> None:
         err.print(f"运行 `{context.command_path} {names[0]}` 查看帮助。", markup=False)
 
 
+def _command() -> click.Group:
+    """The app as click runs it, every help text and click's own words in the user's language."""
+    from attn_drill import helptext
+
+    lang = _lang()
+    helptext.speak_click(lang)
+    command = typer.main.get_command(app)
+    helptext.localize(command, lang)
+    return command
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
     try:
         args = _global_options(list(args))
-        code = app(args=args, prog_name="attn-drill", standalone_mode=False)
+        code = _command().main(args=args, prog_name="attn-drill", standalone_mode=False)
     except DrillError as error:
         if verbose:
             err.print_exception()

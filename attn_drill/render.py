@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from attn_drill import linebreak
 from attn_drill.i18n import topic_name
 
 if TYPE_CHECKING:  # types only: importing them would slow every command's start
@@ -19,6 +20,8 @@ if TYPE_CHECKING:  # types only: importing them would slow every command's start
     from attn_drill.practice import ExerciseRow, Hint, Statement
     from attn_drill.validation import ValidationReport
     from attn_drill.workspace import InitResult
+
+linebreak.install()  # Chinese text breaks between characters too, not only at spaces
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "pending": "dim"}
 

@@ -48,8 +48,107 @@ class Result:
     stderr: str
 
 
+class EngineLender:
+    """Warm engines for the in-process CLI: where a command would start an Engine (a check, a
+    Pool of them, a bench), it borrows a free warm one of the same kind (sandboxed or not),
+    started at first need and kept for the session. Each grading still forks fresh processes."""
+
+    def __init__(self):
+        self.free: dict[str, list] = {}
+        self.started: list = []
+
+    def borrow(self, *, sandbox: str = "auto", device: str = "auto"):
+        from attn_drill import grading
+        from attn_drill.engine.sandbox import bwrap_path
+
+        kind = "none" if sandbox == "none" or bwrap_path() is None else "bubblewrap"
+        if (sandbox == "bubblewrap" and kind == "none") or device == "cuda":
+            return REAL_ENGINE(sandbox=sandbox, device=device)  # what a real start would say
+        shelf = self.free.setdefault(kind, [])
+        if not shelf:
+            engine = REAL_ENGINE(sandbox=kind, device="cpu")
+            self.started.append(engine)
+            shelf.append(engine)
+        return Loan(shelf.pop(), shelf)
+
+    def close(self):
+        for engine in self.started:
+            engine.close()
+
+
+class Loan:
+    """A borrowed engine: used as the engine itself; closing it gives it back, warm."""
+
+    def __init__(self, engine, shelf):
+        self._engine, self._shelf = engine, shelf
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def __enter__(self):
+        return self._engine
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self._engine is not None:
+            self._shelf.append(self._engine)
+            self._engine = None
+
+
+def _real_engine():
+    from attn_drill.grading import Engine
+
+    return Engine
+
+
+REAL_ENGINE = _real_engine()
+
+
+@pytest.fixture(scope="session")
+def lender():
+    lending = EngineLender()
+    yield lending
+    lending.close()
+
+
 @pytest.fixture
-def cli(drill_home, tmp_path):
+def cli(drill_home, tmp_path, monkeypatch, capsys, lender):
+    """Run `attn-drill ARGS` through its entry point (cli.main: the real parsing, commands, error
+    boundary and exit code), in this process on warm engines, from ``cwd`` (default: a fresh
+    folder that is not a workspace), with ``input`` as standard input and ``env`` added to the
+    environment. `cli_process` runs it in a child process, for what only a process shows."""
+    import io
+
+    from attn_drill import cli as command_line
+    from attn_drill import grading
+
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    monkeypatch.setattr(grading, "Engine", lender.borrow)
+
+    def run(*args, input=None, cwd=None, env=None, timeout=None):
+        environment = {"COLUMNS": "200", **(env or {})}
+        with monkeypatch.context() as patch:
+            patch.chdir(cwd or outside)
+            for name, value in environment.items():
+                patch.setenv(name, str(value))
+            patch.setattr(sys, "stdin", io.StringIO(input or ""))
+            for console in (command_line.out, command_line.err):   # rich reads COLUMNS once, at its start
+                patch.setattr(console, "_width", int(environment["COLUMNS"]))
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as ended:
+                command_line.main([str(a) for a in args])
+            captured = capsys.readouterr()
+        code = ended.value.code
+        return Result(code if isinstance(code, int) else (0 if code is None else 1), captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def cli_process(drill_home, tmp_path):
     """Run `attn-drill ARGS` in a child process, as a user would, from ``cwd`` (default: a
     fresh folder that is not a workspace)."""
     outside = tmp_path / "outside"

@@ -153,3 +153,10 @@ def test_bench_on_cuda(cli):
     for series in report["series"]:
         assert [p["length"] for p in series["points"]] == [256, 512], series
         assert all(p["median_s"] > 0 and p["peak_bytes"] > 0 for p in series["points"]), series
+
+
+def test_a_crash_is_said_in_chinese(warm_cli):
+    ran = warm_cli("--lang", "zh", "bench", "ex1", "--file", FIXTURES / "hostile" / "segfault.py", *SMALL)
+    assert ran.code == 1
+    crash = next(line for line in ran.stdout.splitlines() if "SIGSEGV" in line)
+    assert "在 L=16 时因信号 SIGSEGV 而崩溃" in crash and "crashed" not in crash, ran.stdout
