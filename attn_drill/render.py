@@ -55,7 +55,7 @@ WORDS = {
         "status_due": "Quiz cards due today: {n} (`attn-drill quiz --review`).",
         "commands": "Commands: `attn-drill list`, `attn-drill check`, `attn-drill quiz`, `attn-drill --help`.",
         "reset": "{id}: {path} is the starter again.", "backup": " Your file was saved as {backup}.",
-        "solution": "reference solution",
+        "solution": "reference solution", "stop": ".",
     },
     "zh": {
         "all_passed": "全部 {n} 项检查通过。", "some_passed": "{total} 项检查中通过 {passed} 项。",
@@ -83,7 +83,7 @@ WORDS = {
         "status_due": "今天到期的测验卡片：{n}（`attn-drill quiz --review`）。",
         "commands": "命令：`attn-drill list`、`attn-drill check`、`attn-drill quiz`、`attn-drill --help`。",
         "reset": "{id}：{path} 已恢复为初始代码。", "backup": "你的文件已备份为 {backup}。",
-        "solution": "参考答案",
+        "solution": "参考答案", "stop": "。",
     },
 }
 
@@ -103,11 +103,16 @@ def report(console: Console, result: GradeReport, *, verbose: bool = False, foll
         console.print(Text(words["unsandboxed"], style="yellow"))
     shown: set[str] = set()
     for check in result.checks:
-        console.print(Text.assemble(" ", ("✓", "green") if check.passed else ("✗", "red"), " ", check.name))
+        line = Table.grid(padding=(0, 1, 0, 0))   # a wrapped title stays right of its mark
+        line.add_row(Text.assemble(" ", ("✓", "green") if check.passed else ("✗", "red")), Text(check.name))
+        console.print(line)
         if not check.passed and check.message:
             repeated = check.message in shown
-            body = Text(words["same_cause"] if repeated else check.message, style="dim" if repeated else "yellow")
-            console.print(Padding(body, (0, 0, 0, 5)))
+            for line in (words["same_cause"] if repeated else check.message).split("\n"):
+                # each line keeps its own indent when it wraps (a traceback's lines sit deeper)
+                indent = 5 + len(line) - len(line.lstrip(" "))
+                console.print(Padding(Text(line.lstrip(" "), style="dim" if repeated else "yellow"), (0, 0, 0, indent),
+                                      expand=False))
             shown.add(check.message)
     verdict(console, result, following=following, lang=lang)
     if verbose and result.output.strip():
@@ -195,7 +200,7 @@ def init(console: Console, result: InitResult, following=None, lang: str = "en")
 
     words = WORDS[lang]
     console.print(Text(words["ready"].format(root=result.root, n=len(result.created))
-                       + (words["kept"].format(n=len(result.kept)) if result.kept else "") + "."))
+                       + (words["kept"].format(n=len(result.kept)) if result.kept else "") + words["stop"]))
     if following is None:
         console.print(Text(words["init_done"]))
     else:

@@ -126,6 +126,16 @@ def test_failure_messages_keep_their_indent_when_wrapped(cli, tmp_path):
     start = next(i for i, line in enumerate(lines) if "is wrong for" in line)
     message = lines[start:start + 3]
     assert all(line.startswith("     ") for line in message), message
+    titles = [line for line in lines if line.startswith((" ✓", " ✗"))]
+    assert titles and all(not line or line.startswith((" ✓", " ✗", "   ", "ex1", "Fix", "Next", "1", "All"))
+                          for line in lines[:lines.index(titles[-1]) + 1]), out  # wrapped titles stay indented
+
+
+def test_a_traceback_in_a_message_keeps_its_deeper_indent_when_wrapped(cli):
+    out = cli("check", "ex1", "--file", find_exercise("ex1").starter_path, env={"COLUMNS": "60"}).stdout
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ex01_self_attention.py, line"))
+    assert lines[start].startswith("       ") and lines[start + 1].startswith("       "), lines[start:start + 3]
 
 
 def test_help_keeps_examples_on_their_own_lines(cli):

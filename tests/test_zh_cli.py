@@ -207,3 +207,8 @@ def test_a_damaged_store_is_warned_about_in_chinese(cli, tmp_path, monkeypatch):
     result = cli("--lang", "zh", "list", env=EN_LOCALE)
     assert "警告：进度存储" in result.stderr, result.stderr
     assert os.path.exists(path)
+
+
+def test_init_speaks_chinese_punctuation(cli, tmp_path):
+    made = cli("--lang", "zh", "init", tmp_path / "ws")
+    assert made.code == 0 and made.stdout.splitlines()[0].endswith("道练习。"), made.stdout
