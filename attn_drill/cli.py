@@ -334,14 +334,16 @@ def validate(
     jobs: Annotated[int, typer.Option(help="Gradings to run at once (default: the number of cores).")] = 0,
     mutants: Annotated[bool, typer.Option("--mutants", help="Also run the mutation audit: every reference's "
                                           "mutants must fail its checks.")] = False,
-    exercise: Annotated[Optional[list[str]], typer.Option("--exercise", "-e", help="With --mutants: only this "
-                                                          "exercise (repeatable).", autocompletion=_exercise_ids)] = None,
+    exercise: Annotated[Optional[list[str]], typer.Option("--exercise", "-e", help="Only this exercise (repeatable): "
+                                                          "its reference, its starter and, with --mutants, its "
+                                                          "mutants.", autocompletion=_exercise_ids)] = None,
 ) -> None:
     """Prove the content: schemas, references pass, starters fail, mutants are caught.
 
     \b
     Example:
       attn-drill validate
+      attn-drill validate --exercise ex14 --pack ~/my-pack
       attn-drill validate --mutants --exercise ex2 --json"""
     from attn_drill.validation import ValidationReport, validate_exercises, validate_mutants, validate_questions
 
@@ -352,7 +354,7 @@ def validate(
             if not as_json:
                 spinner.update(f"graded {done}")
 
-        validate_exercises(result, jobs=jobs, on_progress=progress)
+        validate_exercises(result, jobs=jobs, only=exercise, on_progress=progress)
         if mutants:
             validate_mutants(result, jobs=jobs, only=exercise, on_progress=progress)
     if as_json:

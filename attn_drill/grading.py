@@ -156,6 +156,7 @@ class _Run:
     differs: bool | None = None      # with a tape to compare: some answer differed from the recorded one
     bench: dict | None = None        # the judge's timings, when it ran a bench (attn_drill.bench)
     lang: str = "en"                 # the language of the supervisor's own messages: "en" or "zh"
+    first_failure: bool = False      # the judge stops at the first failed check
 
     def say(self, en: str, zh: str) -> str:
         return zh if self.lang == "zh" else en
@@ -316,14 +317,15 @@ class Engine:
 
     def grade(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
               timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
-              tape: dict | None = None, lang: str = "en") -> GradeReport:
+              tape: dict | None = None, lang: str = "en", first_failure: bool = False) -> GradeReport:
         """One grading on the warm templates. With ``tape`` ({"record": path} or {"compare":
         path}), the judge records every answer of the worker, or compares each with the recorded
         one: ``report.differs`` says whether any differed (the mutation audit's probe). ``lang``
-        ("en" or "zh"): the language of the check titles and messages."""
+        ("en" or "zh"): the language of the check titles and messages. With ``first_failure``
+        the checks after the first that fails are not run (a mutant is killed by one)."""
         started = time.monotonic()
         run = self.session(exercise, learner_file, device=device, timeout=timeout, memory_limit=memory_limit,
-                           tape=tape, lang=lang)
+                           tape=tape, lang=lang, first_failure=first_failure)
         checks = _outcomes(run, run.judge_status)
         passed = bool(checks) and all(c.passed for c in checks)
         return GradeReport(exercise.id, str(learner_file), passed, checks, run.device, time.monotonic() - started,
@@ -332,7 +334,7 @@ class Engine:
     def session(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
                 timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
                 bench: dict | None = None, judge_slack_s: float = JUDGE_SLACK_S, tape: dict | None = None,
-                lang: str = "en") -> _Run:
+                lang: str = "en", first_failure: bool = False) -> _Run:
         """One fresh judge child and one fresh worker child, joined for one task, within the limits:
         the hidden checks, or with ``bench`` the judge's bench (:mod:`attn_drill.bench`) in their
         place. Returns what the supervisor observed."""
@@ -368,9 +370,9 @@ class Engine:
             "learner_name": learner_file.name, "defines": list(exercise.defines),
             "forbidden": list(exercise.forbidden), "budget_s": float(timeout), "worker_pid": self.worker_template,
             "worker": {"module_name": f"learner_{exercise.id}", "forbidden": worker_rules(exercise.forbidden)},
-            "bench": bench, "tape": tape, "lang": lang,
+            "bench": bench, "tape": tape, "lang": lang, "first_failure": first_failure,
         }
-        run = _Run(lang=lang)
+        run = _Run(lang=lang, first_failure=first_failure)
         try:
             socket.send_fds(self.worker_control, [json.dumps(limits).encode()],
                             [requests_read, replies_write, output_write])
@@ -620,7 +622,9 @@ def _outcomes(run: _Run, returncode: int | None) -> list[CheckResult]:
         result = run.results.get(check.get("id"))
         name = str(check.get("name", check.get("id")))
         if result is None:
-            ending = run.stopped or say("the grading ended before this check ran", "评分在这项检查运行之前就结束了")
+            ending = run.stopped or (say("the grading stopped at the first failure", "评分在第一个失败处停止")
+                                     if run.first_failure and clean else
+                                     say("the grading ended before this check ran", "评分在这项检查运行之前就结束了"))
             checks.append(CheckResult(name, False, say(f"not run: {ending}", f"未运行：{ending}")))
         elif result.get("lost"):
             lost = str(result["lost"])

@@ -66,12 +66,14 @@ def _file_problems(exercise: Exercise) -> list[str]:
     return problems
 
 
-def validate_exercises(report: ValidationReport, *, jobs: int = 2,
+def validate_exercises(report: ValidationReport, *, jobs: int = 2, only: list[str] | None = None,
                        on_progress: Callable[[str], None] = lambda message: None) -> None:
-    """Grade every reference and every starter (in parallel) and record the outcome."""
-    from attn_drill.catalog import pack_problems
+    """Grade every reference and every starter (or only those of the exercises ``only`` names),
+    in parallel, and record the outcome."""
+    from attn_drill.catalog import find_exercise, pack_problems
 
-    exercises = load_catalog()
+    wanted = {find_exercise(key).id for key in only} if only else None
+    exercises = [ex for ex in load_catalog() if wanted is None or ex.id in wanted]
     report.problems += pack_problems()
     runnable = []
     for exercise in exercises:
@@ -153,7 +155,7 @@ def validate_mutants(report: ValidationReport, *, jobs: int = 0, only: list[str]
                 path.write_text(mutant.source, encoding="utf-8")
                 jobs_list.append((exercise, path))
                 names.append(mutant)
-        results = pool.grade_all(jobs_list, device="cpu", timeout=30,
+        results = pool.grade_all(jobs_list, device="cpu", timeout=30, first_failure=True,  # one failure kills
                                  tape_for=lambda i: {"compare": str(tapes[jobs_list[i][0].id])},
                                  on_done=lambda i, _: on_progress(f"{jobs_list[i][0].id} {names[i].name}"))
     for (exercise, _), mutant, result in zip(jobs_list, names, results):

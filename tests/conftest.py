@@ -20,13 +20,10 @@ def drill_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def engine():
+def engine(lender):
     """One warm judge and sandboxed worker for the whole session: each grading still gets fresh
     processes of its own (forked from the templates), as `attn-drill check` does."""
-    from attn_drill.grading import Engine
-
-    with Engine(device="cpu") as warm:
-        yield warm
+    return lender.resident("bubblewrap")
 
 
 @pytest.fixture
@@ -61,15 +58,27 @@ class EngineLender:
         from attn_drill import grading
         from attn_drill.engine.sandbox import bwrap_path
 
+        from attn_drill.engine.sandbox import has_nvidia
+
         kind = "none" if sandbox == "none" or bwrap_path() is None else "bubblewrap"
-        if (sandbox == "bubblewrap" and kind == "none") or device == "cuda":
-            return REAL_ENGINE(sandbox=sandbox, device=device)  # what a real start would say
+        if (sandbox == "bubblewrap" and kind == "none") or (device == "cuda" and has_nvidia()):
+            return REAL_ENGINE(sandbox=sandbox, device=device)  # what a real start would say or do
+        shelf = self._shelf(kind)
+        return Loan(shelf.pop(), shelf)
+
+    def resident(self, kind: str):
+        """A warm engine of ``kind`` for tests to use directly; it stays lendable (tests run one
+        at a time, so it is never graded on twice at once)."""
+        shelf = self._shelf(kind)
+        return shelf[0]
+
+    def _shelf(self, kind: str) -> list:
         shelf = self.free.setdefault(kind, [])
         if not shelf:
             engine = REAL_ENGINE(sandbox=kind, device="cpu")
             self.started.append(engine)
             shelf.append(engine)
-        return Loan(shelf.pop(), shelf)
+        return shelf
 
     def close(self):
         for engine in self.started:
@@ -114,7 +123,15 @@ def lender():
 
 
 @pytest.fixture
-def cli(drill_home, tmp_path, monkeypatch, capsys, lender):
+def warm_engines(monkeypatch, lender):
+    """Every Engine the library starts (a Pool's too) is a warm one borrowed from the lender."""
+    from attn_drill import grading
+
+    monkeypatch.setattr(grading, "Engine", lender.borrow)
+
+
+@pytest.fixture
+def cli(drill_home, tmp_path, monkeypatch, capsys, warm_engines):
     """Run `attn-drill ARGS` through its entry point (cli.main: the real parsing, commands, error
     boundary and exit code), in this process on warm engines, from ``cwd`` (default: a fresh
     folder that is not a workspace), with ``input`` as standard input and ``env`` added to the
@@ -122,11 +139,9 @@ def cli(drill_home, tmp_path, monkeypatch, capsys, lender):
     import io
 
     from attn_drill import cli as command_line
-    from attn_drill import grading
 
     outside = tmp_path / "outside"
     outside.mkdir(exist_ok=True)
-    monkeypatch.setattr(grading, "Engine", lender.borrow)
 
     def run(*args, input=None, cwd=None, env=None, timeout=None):
         environment = {"COLUMNS": "200", **(env or {})}

@@ -82,7 +82,7 @@ def test_memory_sizes():
     assert parse_size("1.5G") == 1_500_000_000 and parse_size("300000000") == 300_000_000
 
 
-def test_a_pool_grades_in_order_and_keeps_going_past_a_bad_file(tmp_path):
+def test_a_pool_grades_in_order_and_keeps_going_past_a_bad_file(tmp_path, warm_engines):
     exercise = find_exercise("ex1")
     (tmp_path / "folder").mkdir()
     jobs = [(exercise, exercise.solution_path), (exercise, tmp_path / "folder"), (exercise, exercise.starter_path)]
@@ -115,17 +115,14 @@ def test_checks_run_on_cuda():
         assert report.device == "cuda" and report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
 
 
-def test_an_engine_whose_templates_were_killed_starts_afresh():
+def test_an_engine_whose_templates_were_killed_starts_afresh(engine):
     import os
     import signal
     import time
 
-    from attn_drill.grading import Engine
-
     exercise = find_exercise("ex1")
-    with Engine(device="cpu") as engine:
+    assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
+    for template in (lambda: engine.worker_template, lambda: engine.judge.pid):
+        os.kill(template(), signal.SIGKILL)
+        time.sleep(0.2)
         assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
-        for template in (lambda: engine.worker_template, lambda: engine.judge.pid):
-            os.kill(template(), signal.SIGKILL)
-            time.sleep(0.2)
-            assert engine.grade(exercise, exercise.solution_path, device="cpu").passed

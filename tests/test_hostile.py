@@ -8,7 +8,7 @@ marker made unique per test, and as descendants of the test process); and the fi
 attacks are unchanged (for attn-drill's own checks and reference: by sha256, restored from a
 copy if they changed, and the test then fails).
 
-Fixtures that hang are graded with timeout=3; the others with a larger budget, so that a
+Fixtures that hang are graded with timeout=1; the others with a larger budget, so that a
 loaded machine cannot turn their verdict into a timeout. A hole found in the engine is a
 strict xfail: it turns red when the hole is fixed (see HOLES and the reasons).
 """
@@ -36,7 +36,7 @@ from conftest import FIXTURES
 
 HOSTILE = FIXTURES / "hostile"
 MARK = "attn-drill-hostile-"      # every fixture's markers start so; the test makes them unique
-HANG_TIMEOUT = 3                  # for fixtures that hang: the grader must cut them off
+HANG_TIMEOUT = 1                  # for fixtures that hang: the grader must cut them off
 CALM_TIMEOUT = 15                 # for the others: their time is not what is tested
 GRADING_LIMIT_S = 60
 
@@ -98,10 +98,10 @@ CLASSICS = {  # 25
     "wrong_return_type.py": ("scaled_dot_product_attention() should return a tuple of 2, got list",
                              "self_attention() should return a tuple of 2, got str"),
 }
-HANGS = {  # 25 (graded with timeout=3)
-    "loop_at_import.py": ("your code ran past the time limit of 3 s during the import of your file",),
-    "loop_in_call.py": ("your code ran past the time limit of 3 s during scaled_dot_product_attention()",),
-    "leaves_process.py": ("your code ran past the time limit of 3 s during the import of your file",
+HANGS = {  # 25 (graded with timeout=HANG_TIMEOUT)
+    "loop_at_import.py": (f"your code ran past the time limit of {HANG_TIMEOUT} s during the import of your file",),
+    "loop_in_call.py": (f"your code ran past the time limit of {HANG_TIMEOUT} s during scaled_dot_product_attention()",),
+    "leaves_process.py": (f"your code ran past the time limit of {HANG_TIMEOUT} s during the import of your file",
                           "starting programs is not allowed"),
 }
 MEMORY = {  # 22 (graded with memory_limit="768MiB")
@@ -331,23 +331,18 @@ def _materialize(name: str, folder: Path, targets: Targets | None = None) -> tup
     return path, f"{MARK}{token}"
 
 
-_ENGINES: dict[str, Engine] = {}   # warm graders, one per sandbox mode, shared by the whole hostile set
+_LENDER = []   # conftest's lender of warm graders, one per sandbox mode, shared with the rest of the suite
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _close_engines():
-    yield
-    for engine in _ENGINES.values():
-        engine.close()
-    _ENGINES.clear()
+@pytest.fixture(autouse=True)
+def _warm_graders(lender):
+    _LENDER[:] = [lender]
 
 
 def _engine(sandbox: str) -> Engine:
     """The warm grader every hostile file goes through, one after another: each grading gets
     fresh processes, so what one file did must not reach the next (see the last test)."""
-    if sandbox not in _ENGINES:
-        _ENGINES[sandbox] = Engine(sandbox=sandbox, device="cpu")
-    return _ENGINES[sandbox]
+    return _LENDER[0].resident(sandbox)
 
 
 def _grade(name: str, tmp_path: Path, *, targets: Targets | None = None, sandbox: str = "bubblewrap",

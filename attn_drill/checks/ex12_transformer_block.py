@@ -6,6 +6,7 @@ from torch import nn
 
 from attn_drill.checks.harness import (
     DTYPES, _t, check, compare, compare_gradients, copy_parameters, describe, fail, mistake, randn, random_mask,
+    seed_modules,
 )
 from attn_drill.checks.mistakes import ATTENTION_VARIANTS, attention
 from attn_drill.checks.properties import (  # noqa: F401  (check_* are collected here)
@@ -31,7 +32,7 @@ BLOCK_VARIANTS = [("post-norm", {"post_norm": True}), ("no-residual", {"residual
 def blocks(learner, reference, E, H, F_, dtype=torch.float64, device=None, seed=0, dropout=0.0, edit=None):
     """The learner's block and the reference with the same weights, in eval mode; the LayerNorms
     get random affine parameters (so ln1 and ln2 differ), then ``edit(ref)`` may change any weight."""
-    torch.manual_seed(seed)
+    seed_modules(seed)
     ref = reference.TransformerBlock(E, H, F_, dropout=dropout)
     with torch.no_grad():
         for i, norm in enumerate((ref.ln1, ref.ln2)):

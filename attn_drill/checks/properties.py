@@ -15,7 +15,7 @@ import torch
 
 from attn_drill.checks.harness import (
     Learner, MistakeCandidates, RemoteObject, _t, check, compare, compare_parameter_grads, config, copy_parameters,
-    current_lang, equals_line, expect_tensor, expect_tuple, fail, require_defined,
+    current_lang, equals_line, expect_tensor, expect_tuple, fail, require_defined, seed_modules,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def twin(learner: Learner, build: Callable[..., torch.nn.Module], name: str, *ar
          device=None, seed: int = 0, what: str | None = None, **kwargs) -> tuple[RemoteObject, torch.nn.Module]:
     """The learner's module ``name(*args, **kwargs)`` and the reference ``build(*args, **kwargs)``
     with the same (seeded) weights, in ``dtype`` on ``device``, both in eval mode."""
-    torch.manual_seed(seed)
+    seed_modules(seed)
     ref = build(*args, **kwargs).to(dtype=dtype, device=device).eval()
     mine = learner.module(name, *args, **kwargs)
     label = what or f"{name}({', '.join(map(repr, args))})"

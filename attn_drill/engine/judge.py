@@ -134,8 +134,12 @@ def main() -> None:
 
 def _warm_up(torch) -> None:
     """Pay torch's lazy first-use imports once, in the template (autograd's first backward pass
-    alone takes seconds), not in every grading."""
+    alone takes seconds), not in every grading; the mistakes table is read once too."""
     from safetensors.torch import load, save
+
+    from attn_drill.checks import harness
+
+    harness.mistake_table()
 
     x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     y = torch.softmax(x @ x.transpose(-2, -1), dim=-1)
@@ -204,7 +208,7 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
                 "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
                 "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
                 "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging", "-p", "no:unraisableexception",
-                "-p", "no:threadexception", "-s",
+                "-p", "no:threadexception", "-s", *(["--maxfail=1"] if settings.get("first_failure") else []),
             ],
             plugins=[Collector(reporter), harness],
         )
