@@ -18,6 +18,7 @@ This file imports nothing of attn-drill but ``wire``, which the sandbox carries 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -53,6 +54,7 @@ def main() -> None:
 
     torch.set_num_threads(1)  # the checks' tensors are tiny: more threads only contend
     warm_up(torch)
+    gc.freeze()  # a grading's collections skip the template's objects: no copy-on-write of their pages
     _prctl(PR_SET_DUMPABLE, 0)      # the learner's processes cannot ptrace or write this one
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever they start, even detached, stays below it
     signal.signal(signal.SIGTERM, _end_everything)  # sent when the supervisor dies (unsandboxed)
