@@ -136,12 +136,20 @@ def main() -> None:
 
 def _warm_up(torch) -> None:
     """Pay torch's lazy first-use imports once, in the template (autograd's first backward pass
-    alone takes seconds), not in every grading; the mistakes table is read once too."""
+    alone takes seconds), not in every grading; the mistakes table and the built-in checks are
+    read once too (a pack's checks are imported by each grading)."""
     from safetensors.torch import load, save
+
+    import importlib
 
     from attn_drill.checks import harness
 
     harness.mistake_table()
+    for path in sorted(Path(harness.__file__).parent.glob("ex*.py")):   # pytest finds them in sys.modules
+        try:
+            importlib.import_module(f"attn_drill.checks.{path.stem}")
+        except Exception:  # pragma: no cover - the grading's own import will say what is wrong
+            pass
 
     x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     y = torch.softmax(x @ x.transpose(-2, -1), dim=-1)
@@ -210,7 +218,9 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
                 "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
                 "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
                 "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging", "-p", "no:unraisableexception",
-                "-p", "no:threadexception", "-s", *(["--maxfail=1"] if settings.get("first_failure") else []),
+                "-p", "no:threadexception", "-p", "no:debugging", "-p", "no:unittest", "-p", "no:legacypath",
+                "-p", "no:pastebin", "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:setuponly",
+                "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s", *(["--maxfail=1"] if settings.get("first_failure") else []),
             ],
             plugins=[Collector(reporter), harness],
         )
