@@ -416,8 +416,15 @@ class Engine:
                 pass
 
     def _end_grading(self, run: _Run) -> None:
-        """Stop what is left of the grading, and collect both templates' reports of it."""
+        """Stop what is left of the grading, and collect both templates' reports of it. A template
+        the learner's code stopped (SIGSTOP) is resumed: it ran none of that code, and can go on."""
         self.kill_grading()
+        for pid in (self.worker_template, self.judge.pid if self.judge else None):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except (ProcessLookupError, PermissionError):
+                    pass
         for name, control in (("worker", self.worker_control), ("judge", self.judge_control)):
             control.settimeout(TEMPLATE_REPORT_S)
             try:
