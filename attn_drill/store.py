@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -231,6 +232,9 @@ class Store:
         return [dict(zip(names, row)) for row in rows]
 
 
+LOCKED_WAIT_S = 15.0   # how long opening waits for another process that holds the store
+
+
 def open_store(folder: Path | None = None) -> Store:
     """Open (creating if needed) the store; a damaged file is moved aside and reported."""
     folder = folder or home()
@@ -244,20 +248,29 @@ def open_store(folder: Path | None = None) -> Store:
     path = folder / DB_NAME
     warnings: list[str] = []
     warnings_zh: list[str] = []
-    for attempt in range(2):
+    set_aside, waited = False, 0.0
+    while True:
+        store = None
         try:
             store = Store(path, warnings, warnings_zh)
             _prepare(store)
             return store
         except sqlite3.DatabaseError as exc:
-            if attempt or not path.exists() or "locked" in str(exc):
+            if store is not None:
+                store.close()
+            if "locked" in str(exc) and waited < LOCKED_WAIT_S:
+                # Another process is creating or upgrading the store (sqlite's busy timeout does not
+                # cover switching a new file to WAL): wait for it and open again.
+                time.sleep(0.05)
+                waited += 0.05
+                continue
+            if set_aside or not path.exists() or "locked" in str(exc):
                 raise StoreError(f"cannot open the progress store {path}: {exc}.",
                                  zh=f"无法打开进度存储 {path}：{exc}。") from None
-            aside = _set_aside(path)
+            aside, set_aside = _set_aside(path), True
             warnings.append(f"the progress store {path} was damaged ({exc}); it was kept as {aside.name} "
                             "and a new one was started.")
             warnings_zh.append(f"进度存储 {path} 已损坏（{exc}）；它被保留为 {aside.name}，并新建了一个。")
-    raise AssertionError("unreachable")
 
 
 def _prepare(store: Store) -> None:
