@@ -1,7 +1,7 @@
 """`attn-drill grade DIR --exercise EX`: a folder of submissions, graded on the warm pool.
 
 The folder mixes a correct file, the starter (wrong), a file that crashes at import, one that
-hangs (graded with --timeout 2), one that writes forged frames into every file descriptor,
+hangs (graded with --timeout 1), one that writes forged frames into every file descriptor,
 folders per student (the exercise's file beside a helper; an only file with another name),
 and submissions that cannot be graded: a folder without a Python file, one with two, and a
 binary file. Every one is a row with the right verdict and reason; none stops the run.
@@ -117,7 +117,7 @@ EXPECTED = {
     "erin": (False, 0.0, "no Python file in erin/"),
     "frank": (False, 0.0, "2 Python files in frank/ (a.py, b.py) and none named ex02_multi_head_attention.py"),
     "gina": (False, 0.0, "gina.py is not a Python file (it "),
-    "hang": (False, "between", "your code ran past the time limit of 2 s during the import of your file"),
+    "hang": (False, "between", "your code ran past the time limit of 1 s during the import of your file"),
     "tamper": (False, "between", "your code interfered with the grader"),
 }
 
@@ -145,7 +145,7 @@ def assert_rows(rows):
 @pytest.mark.skipif(not _sandboxed(), reason="bubblewrap cannot run here")
 def test_grades_a_folder_into_csv_and_json(cli, tmp_path):
     folder = make_submissions(tmp_path / "submissions")
-    options = ("--exercise", "ex2", "--timeout", "2", "--device", "cpu", "--jobs", "2")
+    options = ("--exercise", "ex2", "--timeout", "1", "--device", "cpu", "--jobs", "2")
 
     as_csv = cli("grade", folder, *options, "--format", "csv")
     assert as_csv.code == 1, as_csv.stderr
