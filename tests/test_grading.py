@@ -126,3 +126,15 @@ def test_an_engine_whose_templates_were_killed_starts_afresh(engine):
         os.kill(template(), signal.SIGKILL)
         time.sleep(0.2)
         assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
+
+
+def test_first_failure_stops_the_grading_and_says_so(graded):
+    starter = find_exercise("ex2").starter_path
+    full, stopped = graded("ex2", starter), graded("ex2", starter, first_failure=True)
+    assert [c.name for c in stopped.checks] == [c.name for c in full.checks] and not stopped.passed
+    first = next(i for i, c in enumerate(stopped.checks) if not c.passed)
+    assert stopped.checks[first] == full.checks[first]
+    later = stopped.checks[first + 1:]
+    assert later and all(not c.passed and c.message == "not run: the grading stopped at the first failure"
+                         for c in later), later
+    assert sum(not c.passed for c in full.checks) > 1   # without it, every check ran

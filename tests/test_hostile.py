@@ -538,6 +538,18 @@ def test_learner_exception_shows_their_frames_only(tmp_path):
 
 
 @needs_sandbox
+def test_a_template_stopped_by_the_learner_is_resumed_not_restarted(tmp_path):
+    engine = _engine("bubblewrap")
+    engine.grade(find_exercise("ex1"), find_exercise("ex1").starter_path, device="cpu")   # warm and ready
+    before = (engine.worker_template, engine.judge.pid)
+    graded = _grade("sigstop_everyone.py", tmp_path)
+    _assert_failed_with(graded, PROCESSES["sigstop_everyone.py"])
+    assert (engine.worker_template, engine.judge.pid) == before and not engine.broken
+    state = Path(f"/proc/{engine.worker_template}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    assert state != "T", "the worker template is still stopped"
+
+
+@needs_sandbox
 def test_the_warm_engine_still_grades_right_after_the_hostile_set():
     """After every hostile file this worker process graded before (in this module), the same
     warm engine still passes the reference and fails the starter, each with every check."""
