@@ -419,7 +419,7 @@ class Engine:
         """Stop what is left of the grading, and collect both templates' reports of it. A template
         the learner's code stopped (SIGSTOP) is resumed: it ran none of that code, and can go on."""
         self.kill_grading()
-        for pid in (self.worker_template, self.judge.pid if self.judge else None):
+        for pid in (self.worker_template, self.judge.pid):
             if pid:
                 try:
                     os.kill(pid, signal.SIGCONT)

@@ -81,7 +81,6 @@ def localize(root: click.Group, lang: str) -> None:
         example = _example_block(command.help or "")
         if "help" in entry:
             command.help = entry["help"].strip() + (f"\n\n\b\n示例：\n{example}" if example else "")
-        if "short" in entry or "help" in entry:
             command.short_help = entry.get("short") or entry["help"].strip().split("\n\n")[0]
         for param in command.params:
             text = entry.get("params", {}).get(param.name)
@@ -92,7 +91,7 @@ def localize(root: click.Group, lang: str) -> None:
 
 def _example_block(text: str) -> str:
     """The lines under "Example:" in an English docstring (the commands to type stay as they are)."""
-    head, found, tail = text.partition("\b\nExample:\n")
+    _, found, tail = text.partition("\b\nExample:\n")
     return tail.rstrip() if found else ""
 
 

@@ -138,9 +138,9 @@ def _warm_up(torch) -> None:
     """Pay torch's lazy first-use imports once, in the template (autograd's first backward pass
     alone takes seconds), not in every grading; the mistakes table and the built-in checks are
     read once too (a pack's checks are imported by each grading)."""
-    from safetensors.torch import load, save
-
     import importlib
+
+    from safetensors.torch import load, save
 
     from attn_drill.checks import harness
 
@@ -220,7 +220,8 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
                 "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging", "-p", "no:unraisableexception",
                 "-p", "no:threadexception", "-p", "no:debugging", "-p", "no:unittest", "-p", "no:legacypath",
                 "-p", "no:pastebin", "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:setuponly",
-                "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s", *(["--maxfail=1"] if settings.get("first_failure") else []),
+                "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s",
+                *(["--maxfail=1"] if settings.get("first_failure") else []),
             ],
             plugins=[Collector(reporter), harness],
         )
