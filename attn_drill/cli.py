@@ -325,7 +325,7 @@ def stats(
     if as_json:
         print(json.dumps(shown.to_dict(), indent=2))
     else:
-        render.stats(out, shown)
+        render.stats(out, shown, lang=_lang())
 
 
 @app.command()
@@ -349,10 +349,11 @@ def validate(
 
     result = ValidationReport()
     validate_questions(result)
-    with err.status("grading every reference and starter...") as spinner:
+    zh = _lang() == "zh"
+    with err.status("正在评测每个参考答案和初始代码……" if zh else "grading every reference and starter...") as spinner:
         def progress(done: str) -> None:
             if not as_json:
-                spinner.update(f"graded {done}")
+                spinner.update(f"已评测 {done}" if zh else f"graded {done}")
 
         validate_exercises(result, jobs=jobs, only=exercise, on_progress=progress)
         if mutants:
@@ -360,7 +361,7 @@ def validate(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        render.validation(out, result)
+        render.validation(out, result, lang=_lang())
     raise typer.Exit(1 if result.problems else 0)
 
 
@@ -410,13 +411,18 @@ def gradescope(
       attn-drill gradescope ex2 --out gradescope-ex2 --zip"""
     from attn_drill.gradescope import write_bundle
 
-    with err.status("building attn-drill's wheel for the bundle..."):
+    zh = _lang() == "zh"
+    with err.status("正在为评分包构建 attn-drill 的 wheel……" if zh else "building attn-drill's wheel for the bundle..."):
         bundle = write_bundle(exercise, out_dir, make_zip=make_zip, timeout=timeout, memory_limit=memory_limit)
-    out.print(f"{bundle.exercise.id}: Gradescope autograder written to {bundle.folder}", markup=False)
+    out.print(f"{bundle.exercise.id}：Gradescope 自动评分包已写入 {bundle.folder}" if zh else
+              f"{bundle.exercise.id}: Gradescope autograder written to {bundle.folder}", markup=False)
     for name in bundle.files:
         out.print(f"  {name}", markup=False)
-    out.print(f"Upload {bundle.zip_path}." if bundle.zip_path else
-              "Zip its files (not the folder) and upload the archive, or run again with --zip.", markup=False)
+    if bundle.zip_path:
+        out.print(f"上传 {bundle.zip_path}。" if zh else f"Upload {bundle.zip_path}.", markup=False)
+    else:
+        out.print("把其中的文件（不是文件夹）打成 zip 再上传，或加 --zip 再运行一次。" if zh else
+                  "Zip its files (not the folder) and upload the archive, or run again with --zip.", markup=False)
 
 
 @app.command()
@@ -454,13 +460,14 @@ def bench(
         report = benching.bench_exercise(exercise, **options)
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        with err.status(f"timing {exercise}: your code, the reference and the built-in..."):
+        with err.status(f"正在计时 {exercise}：你的代码、参考实现和内置实现……" if _lang() == "zh" else
+                        f"timing {exercise}: your code, the reference and the built-in..."):
             report = benching.bench_exercise(exercise, **options)
         render.bench(out, report, verbose=verbose, lang=_lang())
     if plot is not None and report.problem is None:
         benching.write_plot(report, plot)
         if not as_json:
-            out.print(f"Plot written to {plot}.", markup=False)
+            out.print(f"图已写入 {plot}。" if _lang() == "zh" else f"Plot written to {plot}.", markup=False)
     raise typer.Exit(0 if report.passed else 1)
 
 
@@ -482,7 +489,7 @@ def new(exercise: Annotated[str, typer.Argument(help="The new exercise's id and 
         raise DrillError("say which pack folder to write into: `attn-drill new EX --pack DIR`.",
                          zh="请指定要写入的练习包文件夹：`attn-drill new EX --pack DIR`。")
     made = new_exercise(exercise, packs[0])
-    render.scaffold(out, made)
+    render.scaffold(out, made, lang=_lang())
 
 
 def _global_options(args: list[str]) -> list[str]:

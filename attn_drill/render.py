@@ -214,14 +214,16 @@ def reset(console: Console, exercise, path: Path, backup: Path | None, lang: str
                        + (words["backup"].format(backup=backup) if backup else "")))
 
 
-def scaffold(console: Console, made) -> None:
+def scaffold(console: Console, made, lang: str = "en") -> None:
     """What `attn-drill new` wrote, and the two commands to run next."""
-    console.print(Text(f"{made.id}: scaffold written:", style="bold"))
+    zh = lang == "zh"
+    console.print(Text(f"{made.id}：已写出骨架：" if zh else f"{made.id}: scaffold written:", style="bold"))
     for path in made.files:
         console.print(Text(f"  {path}"))
     pack = shlex.quote(str(made.files[0].parent))
-    console.print(Text(f"Next: fill in the TODOs, then `attn-drill validate --pack {pack}` (its reference must pass, "
-                       f"its starter fail) and `attn-drill validate --mutants --exercise {made.id} --pack {pack}`."))
+    validate, audit = f"`attn-drill validate --pack {pack}`", f"`attn-drill validate --mutants --exercise {made.id} --pack {pack}`"
+    console.print(Text(f"下一步：补全 TODO，然后运行 {validate}（它的参考答案必须通过，初始代码必须不通过）和 {audit}。" if zh else
+                       f"Next: fill in the TODOs, then {validate} (its reference must pass, its starter fail) and {audit}."))
 
 
 def status(console: Console, rows: list[ExerciseRow], next_id: str | None, due: int | None, lang: str = "en") -> None:
@@ -234,27 +236,49 @@ def status(console: Console, rows: list[ExerciseRow], next_id: str | None, due: 
     console.print(Text(words["commands"]))
 
 
-def validation(console: Console, result: ValidationReport) -> None:
+VALIDATE_WORDS = {
+    "en": {"columns": ("exercise", "reference passes", "starter fails"), "yes": "yes", "no": "no",
+           "questions": "Questions: {total} in {topics} topics; {kinds}; missing Chinese text: {missing}.",
+           "mutants": "{id} mutants: {killed} killed, {equivalent} equivalent, {survived} survived",
+           "problem": "problem: ", "valid": "Content is valid.", "problems": "{n} problems.",
+           "form": "Form: key is the longest choice in {share:.0%} of single-answer questions ({longest}/{single}, "
+                   "at most 40%); key positions {positions}; true in {true_share:.0%} of true/false ({true}/{bools}, "
+                   "35-65%); multiple-answer questions by keys: {keys}.",
+           "keys": "{n} keys: {count}", "none": "none", "warning": "warning:"},
+    "zh": {"columns": ("练习", "参考答案通过", "初始代码不通过"), "yes": "是", "no": "否",
+           "questions": "题目：{total} 道，{topics} 个主题；{kinds}；缺少中文的：{missing}。",
+           "mutants": "{id} 的变异体：捕获 {killed} 个，等价 {equivalent} 个，存活 {survived} 个",
+           "problem": "问题：", "valid": "内容有效。", "problems": "{n} 个问题。",
+           "form": "形式：单选题中正确选项是最长选项的占 {share:.0%}（{longest}/{single}，至多 40%）；正确选项位置 "
+                   "{positions}；判断题中为真的占 {true_share:.0%}（{true}/{bools}，35-65%）；多选题按正确选项数："
+                   "{keys}。",
+           "keys": "{n} 个正确选项：{count} 道", "none": "无", "warning": "警告："},
+}
+
+
+def validation(console: Console, result: ValidationReport, lang: str = "en") -> None:
+    words = VALIDATE_WORDS[lang]
     table = Table(title="attn-drill validate")
-    for column in ("exercise", "reference passes", "starter fails"):
+    for column in words["columns"]:
         table.add_column(column)
     for exercise, outcome in result.exercises.items():
-        table.add_row(exercise, *("[green]yes[/]" if outcome[key] else "[red]no[/]"
+        table.add_row(exercise, *(f"[green]{words['yes']}[/]" if outcome[key] else f"[red]{words['no']}[/]"
                                   for key in ("reference_passes", "starter_fails")))
     console.print(table)
     if result.questions:
         q = result.questions
-        console.print(f"Questions: {q['total']} in {len(q['by_topic'])} topics; "
-                      + ", ".join(f"{kind} {n}" for kind, n in sorted(q["by_kind"].items()))
-                      + f"; missing Chinese text: {q['zh_missing']}.")
-        question_form(console, result.questions, result.warnings)
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(q["by_kind"].items()))
+        console.print(words["questions"].format(total=q["total"], topics=len(q["by_topic"]), kinds=kinds,
+                                                missing=q["zh_missing"]), highlight=False)
+        question_form(console, result.questions, result.warnings, lang)
     for exercise, found in result.mutants.items():
-        console.print(Text(f"{exercise} mutants: {found['killed']} killed, {found['equivalent']} equivalent, "
-                           f"{len(found['survived'])} survived", style="red" if found["survived"] else ""))
+        console.print(Text(words["mutants"].format(id=exercise, killed=found["killed"], equivalent=found["equivalent"],
+                                                   survived=len(found["survived"])),
+                           style="red" if found["survived"] else ""))
     for problem in result.problems:
-        console.print(Text.assemble(("problem: ", "red"), problem))
-    console.print("[bold green]Content is valid.[/]" if not result.problems else
-                  f"[bold red]{len(result.problems)} problems.[/]")
+        console.print(Text.assemble((words["problem"], "red"), problem))
+    console.print(f"[bold green]{words['valid']}[/]" if not result.problems else
+                  f"[bold red]{words['problems'].format(n=len(result.problems))}[/]")
 
 
 # -- quiz and stats --------------------------------------------------------------------------
@@ -356,7 +380,7 @@ def quiz_start(console: Console, quiz) -> None:
         key = "start_leeches" if quiz.leeches else "start_review" if quiz.review else "start"
         count = len(quiz.questions)
         if quiz.leeches and quiz.lang == "en":
-            count = _count(count, "question")
+            count = _count(count, STATS_WORDS["en"]["question"])
         console.print(Text(words[key].format(count=count, topics=topics, n=LEECH_MISSES), style="bold"))
     elif quiz.leeches:
         console.print(Text(words["no_leeches"].format(n=LEECH_MISSES)))
@@ -543,23 +567,56 @@ def _level(count: int) -> tuple[str, str]:
     return mark[1], mark[2]
 
 
-def review_calendar(console: Console, days: dict[str, int]) -> None:
+STATS_WORDS = {
+    "en": {
+        "title": "Quiz mastery by topic",
+        "columns": ("topic", "questions", "answered", "correct", "due", "retention", "mastery"), "total": "total",
+        "legend": "answered: questions answered at least once · correct: right the last time they were asked "
+                  "(a card: rated Hard or better) · due: due today, asked by `attn-drill quiz --review` · "
+                  "retention: share of due reviews answered right (a due review: an answer to a question "
+                  "whose card was due)",
+        "reviews": "Reviews, last {weeks} weeks", "span": " ({first} to {last}): {reviews} on {days}",
+        "review": ("review", "reviews"), "day": ("day", "days"), "question": ("question", "questions"),
+        "leeches": "Leeches: {n} missed {misses} times or more",
+        "leech": "  {id}  [dim]{topic} · missed {missed} of {answers}[/]",
+        "drill": "Drill them: `attn-drill quiz --leeches`", "passed": "Exercises passed: {passed}/{total}.",
+        "weekdays": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    },
+    "zh": {
+        "title": "各主题的测验掌握程度",
+        "columns": ("主题", "题数", "已答", "答对", "到期", "保持率", "掌握程度"), "total": "合计",
+        "legend": "已答：至少答过一次的题 · 答对：上一次被问到时答对（卡片：评为 Hard 或更好）· 到期：今天到期，"
+                  "由 `attn-drill quiz --review` 提问 · 保持率：到期复习中答对的比例（到期复习：对一道卡片已到期的题的回答）",
+        "reviews": "复习记录，最近 {weeks} 周", "span": "（{first} 至 {last}）：{days}中共 {reviews}",
+        "review": ("次复习", "次复习"), "day": ("天", "天"), "question": ("道题", "道题"),
+        "leeches": "顽固题：{n}答错 {misses} 次或以上",
+        "leech": "  {id}  [dim]{topic} · {answers} 次中答错 {missed} 次[/]",
+        "drill": "集中练习它们：`attn-drill quiz --leeches`", "passed": "已通过练习：{passed}/{total}。",
+        "weekdays": ("周一", "周二", "周三", "周四", "周五", "周六", "周日"),
+    },
+}
+
+
+def review_calendar(console: Console, days: dict[str, int], lang: str = "en") -> None:
     """Reviews per study day as a grid, as Anki and GitHub draw it: one column a week (oldest
     on the left, the last one ending today), one row a weekday."""
     from datetime import date
 
     if not days:
         return
+    words = STATS_WORDS[lang]
     keys = list(days)
     first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
     total, active = sum(days.values()), sum(1 for n in days.values() if n)
     weeks = (len(keys) + 6) // 7
-    console.print(Text.assemble(("Reviews, last {} weeks".format(weeks), "bold"),
-                                f" ({first.isoformat()} to {last.isoformat()}): {_count(total, 'review')} on "
-                                f"{_count(active, 'day')}"))
+    console.print(Text.assemble((words["reviews"].format(weeks=weeks), "bold"),
+                                words["span"].format(first=first.isoformat(), last=last.isoformat(),
+                                                     reviews=_count(total, words["review"]),
+                                                     days=_count(active, words["day"]))))
     offset = weeks * 7 - len(keys)           # blank cells before the first day
     for row in range(7):
-        line = Text(f"  {date.fromordinal(first.toordinal() + row - offset).strftime('%a')} ")
+        weekday = date.fromordinal(first.toordinal() + row - offset).weekday()
+        line = Text(f"  {words['weekdays'][weekday]:<3} " if lang == "en" else f"  {words['weekdays'][weekday]} ")
         for week in range(weeks):
             index = week * 7 + row - offset
             if 0 <= index < len(keys):
@@ -577,69 +634,70 @@ def review_calendar(console: Console, days: dict[str, int]) -> None:
     console.print(legend)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def _count(n: int, noun: tuple[str, str]) -> str:
+    """``n`` with its noun, singular or plural: "1 review", "3 reviews"; "3 次复习"."""
+    return f"{n} {noun[0] if n == 1 else noun[1]}"
 
 
 def _share(value) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def stats(console: Console, shown) -> None:
+def stats(console: Console, shown, lang: str = "en") -> None:
     """Quiz mastery and retention by topic, the review calendar, leeches, then exercise progress."""
-    table = Table(title="Quiz mastery by topic")
-    for column in ("topic", "questions", "answered", "correct", "due", "retention", "mastery"):
-        table.add_column(column, justify="left" if column in ("topic", "mastery") else "right")
+    words = STATS_WORDS[lang]
+    table = Table(title=words["title"])
+    for number, column in enumerate(words["columns"]):
+        table.add_column(column, justify="left" if number in (0, 6) else "right")
     totals = [0, 0, 0, 0]
     retention = getattr(shown, "retention", {})
     for topic, m in shown.topics.items():
         share = m.correct / m.questions if m.questions else 0.0
         filled = round(share * 10)
         bar = Text.assemble(("■" * filled, "green"), ("□" * (10 - filled), "dim"), f" {share:.0%}")
-        table.add_row(topic, str(m.questions), str(m.answered), str(m.correct),
+        table.add_row(topic_name(topic, lang), str(m.questions), str(m.answered), str(m.correct),
                       f"[yellow]{m.due}[/]" if m.due else "0", _share(retention.get(topic)), bar)
         for i, value in enumerate((m.questions, m.answered, m.correct, m.due)):
             totals[i] += value
     table.add_section()
-    table.add_row("total", *map(str, totals), _share(getattr(shown, "overall_retention", None)),
+    table.add_row(words["total"], *map(str, totals), _share(getattr(shown, "overall_retention", None)),
                   f"{totals[2] / totals[0]:.0%}" if totals[0] else "", style="bold")
     console.print(table)
-    console.print("[dim]answered: questions answered at least once · correct: right the last time they were asked "
-                  "(a card: rated Hard or better) · due: due today, asked by `attn-drill quiz --review` · "
-                  "retention: share of due reviews answered right (a due review: an answer to a question "
-                  "whose card was due)[/]")
+    console.print(f"[dim]{words['legend']}[/]")
     console.print()
-    review_calendar(console, getattr(shown, "calendar", {}))
+    review_calendar(console, getattr(shown, "calendar", {}), lang)
     leeches = getattr(shown, "leeches", [])
     if leeches:
         from attn_drill.quiz.engine import LEECH_MISSES
 
         console.print()
-        console.print(Text(f"Leeches: {_count(len(leeches), 'question')} missed {LEECH_MISSES} times or more",
+        console.print(Text(words["leeches"].format(n=_count(len(leeches), words["question"]), misses=LEECH_MISSES),
                            style="bold"))
         for leech in leeches:
-            console.print(f"  {leech.id}  [dim]{leech.topic} · missed {leech.missed} of {leech.answers}[/]",
-                          highlight=False)
-        console.print("Drill them: `attn-drill quiz --leeches`")
+            console.print(words["leech"].format(id=leech.id, topic=topic_name(leech.topic, lang), missed=leech.missed,
+                                                answers=leech.answers), highlight=False)
+        console.print(words["drill"])
     console.print()
-    exercise_table(console, shown.exercises)
+    exercise_table(console, shown.exercises, lang=lang)
     passed = sum(row.status == "passed" for row in shown.exercises)
-    console.print(f"Exercises passed: {passed}/{len(shown.exercises)}.")
+    console.print(words["passed"].format(passed=passed, total=len(shown.exercises)))
 
 
-def question_form(console: Console, questions: dict, warnings: list[str]) -> None:
+def question_form(console: Console, questions: dict, warnings: list[str], lang: str = "en") -> None:
     """For `attn-drill validate` in text mode (render.validation calls it): the form
     statistics of the bank and every warning (form out of range, glossary drift)."""
+    words = VALIDATE_WORDS[lang]
     form = (questions or {}).get("form")
     if form:
         positions = " ".join(f"{letter} {n}" for letter, n in form["key_positions"].items())
-        keys = ", ".join(f"{n} keys: {count}" for n, count in form["multi_key_counts"].items()) or "none"
-        console.print(f"Form: key is the longest choice in {form['longest_key_share']:.0%} of single-answer questions "
-                      f"({form['longest_key']}/{form['single_answer']}, at most 40%); key positions {positions}; "
-                      f"true in {form['bool_true_share']:.0%} of true/false ({form['bool_true']}/{form['bool']}, "
-                      f"35-65%); multiple-answer questions by keys: {keys}.", highlight=False)
+        keys = ", ".join(words["keys"].format(n=n, count=count)
+                         for n, count in form["multi_key_counts"].items()) or words["none"]
+        console.print(words["form"].format(share=form["longest_key_share"], longest=form["longest_key"],
+                                           single=form["single_answer"], positions=positions,
+                                           true_share=form["bool_true_share"], true=form["bool_true"],
+                                           bools=form["bool"], keys=keys), highlight=False)
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(Text.assemble((words["warning"], "yellow"), " ", warning))
 
 
 # -- watch -----------------------------------------------------------------------------------

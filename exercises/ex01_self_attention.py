@@ -30,8 +30,8 @@ Forbidden here: ``torch.nn.functional.scaled_dot_product_attention``.
 
 实现两个函数。``scaled_dot_product_attention``：``weights = softmax(q @ k^T * scale)``（在 key
 维度上做 softmax，scale 默认 ``1/sqrt(D)``），``out = weights @ v``。q ``(..., L, D)``，
-k ``(..., S, D)``，v ``(..., S, Dv)``。``mask`` 为布尔张量，**True 表示可以注意**；被遮挡的
-key 权重必须恰好为 0；某个 query 的所有 key 都被遮挡时，权重和输出都为 0，前向与梯度中都
+k ``(..., S, D)``，v ``(..., S, Dv)``。``mask`` 为布尔张量，**True 表示可以关注**；被屏蔽的
+key 权重必须恰好为 0；某个 query 的所有 key 都被屏蔽时，权重和输出都为 0，前向与梯度中都
 不能出现 NaN。q 与 k 的 D 不一致、k 与 v 的 S 不一致或 mask 不是布尔类型时，抛出写明参数名
 的 ``ValueError``。保持输入的 dtype 与 device，不要原地修改输入。
 

@@ -37,8 +37,8 @@ Forbidden here: ``torch.nn.MultiheadAttention``, ``torch.nn.functional.multi_hea
 
 ``forward``：query ``(B, L, E)``，key/value ``(B, S, E)``；key 默认为 query，value 默认为 key。
 把宽度 E 切成 H 个头，每个头宽 ``D = E / H``，每个头都在整个序列上做注意力（切分的是宽度，不是序列），
-缩放因子为 ``1 / sqrt(D)``。``mask`` 为布尔张量，**True 表示可以注意**，可广播到 ``(B, H, L, S)``；
-被遮挡的 key 权重为 0，整行被遮挡时权重为 0（输出为 ``out_proj`` 作用于 0），不得出现 NaN。
+缩放因子为 ``1 / sqrt(D)``。``mask`` 为布尔张量，**True 表示可以关注**，可广播到 ``(B, H, L, S)``；
+被屏蔽的 key 权重为 0，整行被屏蔽时权重为 0（输出为 ``out_proj`` 作用于 0），不得出现 NaN。
 返回 out ``(B, L, E)``；``need_weights`` 为真时返回 dropout 之前的权重 ``(B, H, L, S)``，否则返回 ``None``。
 保持输入的 dtype 与 device，不要原地修改输入。
 

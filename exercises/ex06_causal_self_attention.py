@@ -46,7 +46,7 @@ Forbidden here: ``torch.nn.MultiheadAttention``, ``torch.nn.functional.multi_hea
 dropout=0.0, bias=True)``：``self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)`` 是融合的
 投影，输出按顺序依次为 q、k、v（各宽 ``embed_dim``）；``self.out_proj = nn.Linear(embed_dim,
 embed_dim, bias=bias)``。模块只有这两组参数（``state_dict`` 中只有 ``qkv.*`` 和 ``out_proj.*``：
-因果 mask 在 ``forward`` 中构造，或用 ``persistent=False`` 注册）。共 ``H = num_heads`` 个头，
+因果掩码在 ``forward`` 中构造，或用 ``persistent=False`` 注册）。共 ``H = num_heads`` 个头，
 每头宽 ``D = embed_dim // num_heads``；``embed_dim`` 不能被 ``num_heads`` 整除时抛出同时写明两个
 参数名的 ``ValueError``。``dropout`` 只在训练模式下作用于注意力权重；``eval()`` 模式下结果确定。
 
@@ -56,8 +56,8 @@ embed_dim, bias=bias)``。模块只有这两组参数（``state_dict`` 中只有
 **因果性**：任何位置都不能看到之后的位置。改变位置 ``t`` 之后的 token，输出 ``0 .. t`` 不变；
 输出 ``t`` 对之后任何输入的梯度恰好为 0。把 ``in_proj_weight = qkv.weight``、
 ``in_proj_bias = qkv.bias`` 和相同的 ``out_proj`` 交给
-``nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=True)``，在因果 mask 下
-输出应与你的相同（注意它的布尔 ``attn_mask`` 含义相反：True 表示不允许注意）。不要原地修改输入。
+``nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=True)``，在因果掩码下
+输出应与你的相同（它的布尔 ``attn_mask`` 含义相反：True 表示不允许关注）。不要原地修改输入。
 
 禁止使用：``torch.nn.MultiheadAttention``、``torch.nn.functional.multi_head_attention_forward``、
 ``torch.nn.functional.scaled_dot_product_attention``。

@@ -60,8 +60,8 @@ key/value 头，KV cache 因此缩小为原来的 H_kv / H。
 ``repeat_interleave(G, dim=1)``，也是 ``scaled_dot_product_attention(..., enable_gqa=True)`` 的做法）。
 每个头计算 ``softmax(q k^T / sqrt(D)) v``，再按顺序拼回各头并经过 ``out_proj``。
 ``num_kv_heads = 1`` 即多查询注意力（MQA），``num_kv_heads = num_heads`` 即普通多头注意力。
-``mask`` 为可广播到 ``(B, H, T, T)`` 的布尔张量，**True 表示可以注意**；被遮挡的 key 权重恰好
-为 0；所有 key 都被遮挡的 query 注意力输出为 0（其 ``out`` 即 ``out_proj`` 的偏置），前向与梯度
+``mask`` 为可广播到 ``(B, H, T, T)`` 的布尔张量，**True 表示可以关注**；被屏蔽的 key 权重恰好
+为 0；所有 key 都被屏蔽的 query 注意力输出为 0（其 ``out`` 即 ``out_proj`` 的偏置），前向与梯度
 中都不能出现 NaN。保持输入的 dtype 与 device，不要原地修改输入，每个参数都要得到梯度。
 
 禁止使用：``torch.nn.MultiheadAttention``、``torch.nn.functional.multi_head_attention_forward``、

@@ -43,7 +43,7 @@ Forbidden here: ``torch.autograd.grad``, ``torch.autograd.backward``, ``torch.Te
 ``dv = P^T @ grad_out``，``dP = grad_out @ v^T``，``dS = P * (dP - rowsum(dP * P))``（逐行的
 softmax 反向），``dq = scale * dS @ k``，``dk = scale * dS^T @ q``。
 q ``(..., L, D)``，k ``(..., S, D)``，v ``(..., S, Dv)``，grad_out ``(..., L, Dv)``，前导维度相同
-（可以没有，也可以是 batch 或 batch 与 head）。返回三个张量组成的元组 ``(dq, dk, dv)``，形状、
+（可以没有，也可以是 batch 或 batch 与头）。返回三个张量组成的元组 ``(dq, dk, dv)``，形状、
 dtype 与 device 分别和 q、k、v 相同。由 q、k 重新计算 P（FlashAttention 的反向也是如此）；分数
 达到 1e4 量级时不能溢出。“手写”意味着不能使用自动求导：禁止 ``torch.autograd.grad``、
 ``torch.autograd.backward`` 与 ``Tensor.backward``，``torch.func.vjp`` 与 ``torch.autograd.functional`` 会调用它们，同样会失败；你的代码里也

@@ -67,7 +67,7 @@ state-dict 的键见上文。``embed_dim`` 不能被 ``num_heads`` 整除时抛�
 ``dropout`` 只在训练模式下生效，eval 模式下不丢弃任何东西；在哪里做 dropout 由你决定。
 
 ``forward(x, mask=None)``：x ``(B, T, E)``，返回 ``(B, T, E)`` 的张量（不是元组）。``mask`` 为布尔张量，
-**True 表示可以注意**，可广播到 ``(B, H, T, T)``，交给注意力层；整行被遮挡的 query 注意力权重为 0，
+**True 表示可以关注**，可广播到 ``(B, H, T, T)``，交给注意力层；整行被屏蔽的 query 注意力权重为 0，
 不得出现 NaN。权重相同时，结果必须等于 ``nn.TransformerEncoderLayer(..., activation="gelu",
 batch_first=True, norm_first=True)``；注意它的布尔 ``src_mask`` 极性相反（True 表示不允许），要传 ``~mask``。
 保持输入的 dtype 与 device，不要原地修改输入。

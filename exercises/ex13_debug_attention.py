@@ -34,8 +34,8 @@ Forbidden here: ``torch.nn.functional.scaled_dot_product_attention``.
 ``self_attention(x, w_q, w_k, w_v, mask=None)``：``q, k, v = x @ w_q, x @ w_k, x @ w_v``，
 ``weights = softmax(q @ k^T / sqrt(D))``（在 key 维度上做 softmax），``out = weights @ v``。
 x ``(B, T, E)``，``w_q``、``w_k`` 为 ``(E, D)``，``w_v`` 为 ``(E, Dv)``；out ``(B, T, Dv)``，
-weights ``(B, T, T)``。``mask`` 为布尔张量，**True 表示可以注意**；被遮挡的 key 权重必须恰好为 0；
-某个 query 的所有 key 都被遮挡时，权重和输出都为 0，前向与梯度中都不能出现 NaN。权重第一维不是 E
+weights ``(B, T, T)``。``mask`` 为布尔张量，**True 表示可以关注**；被屏蔽的 key 权重必须恰好为 0；
+某个 query 的所有 key 都被屏蔽时，权重和输出都为 0，前向与梯度中都不能出现 NaN。权重第一维不是 E
 或 mask 不是布尔类型时，抛出写明参数名的 ``ValueError``。函数只根据参数精确计算上述公式：相同的
 输入永远得到相同的输出。保持输入的 dtype 与 device，不要原地修改输入。
 

@@ -42,8 +42,8 @@ Forbidden here: ``torch.nn.functional.scaled_dot_product_attention``.
 
 实现两个函数。``masked_softmax(scores, mask, dim=-1)``：在 ``dim`` 维上做 softmax，只计入
 mask 为 True 的位置，返回与 ``scores`` 形状、dtype、device 相同的权重。``mask`` 为布尔张量，
-可广播到 ``scores`` 的形状，**True 表示可以注意**；mask 为 False 的位置权重必须恰好为 0，
-允许位置的权重之和为 1。某一切片（沿 ``dim``）全部被遮挡时，权重全为 0：前向和对 ``scores``
+可广播到 ``scores`` 的形状，**True 表示可以关注**；mask 为 False 的位置权重必须恰好为 0，
+允许位置的权重之和为 1。某一切片（沿 ``dim``）全部被屏蔽时，权重全为 0：前向和对 ``scores``
 的梯度中都不能出现 NaN（该处梯度为 0）。注意：把 0 / -inf 的浮点 mask 加到 scores 上，全为
 -inf 的行经 softmax 得到 NaN，即使事后把前向结果置零，反向传播中仍会出现 NaN。对约 1e4 的大
 logits（float32 与 float64）必须数值稳定，不能溢出：先减去每个切片的最大值再取 exp
@@ -56,7 +56,7 @@ num_queries），放在 ``device`` 上（``None`` 表示默认设备 CPU）。ma
 query 能看到所有 key，这正是 KV cache 的需要（L 个新 query 是 S 个位置中的最后 L 个）。
 ``L == S`` 时就是下三角 ``torch.ones(L, L).tril()``；一般情况下等于
 ``torch.ones(L, S).tril(diagonal=S - L).bool()``。允许 ``num_keys < num_queries``，规则不变：
-前 ``L - S`` 个 query 看不到任何 key（整行被遮挡，由 ``masked_softmax`` 输出全 0）。
+前 ``L - S`` 个 query 看不到任何 key（整行被屏蔽，由 ``masked_softmax`` 输出全 0）。
 
 禁止使用：``torch.nn.functional.scaled_dot_product_attention``。
 """

@@ -33,7 +33,7 @@ Nothing is forbidden here.
 中文：
 
 实现函数 ``apply_rotary_embedding(x, positions=None, base=10000.0)``，输出形状与 x 相同。
-x 形状为 ``(..., T, D)``（前面可以有 batch、head 等维度），D 为偶数。频率
+x 形状为 ``(..., T, D)``（前面可以有 batch 维、头维等维度），D 为偶数。频率
 ``theta_i = base**(-2i/D)``（``i = 0 .. D/2-1``）。采用 GPT-NeoX / Llama 的"rotate half"
 （前后两半配对）约定：第 ``i`` 维与第 ``i + D/2`` 维配成一对（不是与相邻的 ``i + 1`` 维），在位置
 ``p`` 处按角度 ``p * theta_i`` 逆时针旋转：``out[i] = a cos - b sin``，

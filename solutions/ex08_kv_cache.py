@@ -61,7 +61,7 @@ cache 对象中：两个 cache 之间不共享任何张量或列表。
 ``P .. P + T_new - 1``（``P`` 为调用前的 ``len(cache)``）：把 x 投影为 q、k、v，把新的 k、v（拆成
 多头，``(B, H, T_new, D)``）``append`` 进 cache；``T_new`` 个新 query 对全部 ``S = P + T_new`` 个
 key 做注意力，第 ``i`` 个新 query 只能看到 ``j <= i + (S - T_new)`` 的 key，即与右下角对齐的因果
-mask。query 永远不缓存。传入的 cache 被原地更新（恰好增长 ``T_new``）；forward 只返回 ``out``。
+掩码。query 永远不缓存。传入的 cache 被原地更新（恰好增长 ``T_new``）；forward 只返回 ``out``。
 因此预填充加逐步解码与一次完整前向结果相同：把 x 按顺序切成若干块，用同一个 cache 依次输入，
 拼接后的输出等于不带 cache 的 ``forward(x)``；每块可以是一个或多个 token。不要原地修改输入。
 

@@ -117,3 +117,37 @@ def test_drift_reads_loaded_questions():
     found = glossary.drift([q])
     assert [(d.where, d.rule.forbidden) for d in found] == [("x-01 prompt", "泄露")]
     assert "泄漏" in str(found[0])
+
+
+def _cli_zh_texts():
+    """(where, text) for the Chinese the CLI shows besides the bank: every statement, hint and
+    check title, the mistakes table, the help, and the rendered lines."""
+    import importlib
+
+    from attn_drill import helptext, render
+    from attn_drill.catalog import load_catalog
+    from attn_drill.checks.harness import mistake_table
+    from attn_drill.practice import statement
+
+    for exercise in load_catalog():
+        yield f"{exercise.id} statement", statement(exercise.id, "zh").text
+        for i, hint in enumerate(exercise.hints_zh):
+            yield f"{exercise.id} hints_zh[{i}]", hint
+        checks = importlib.import_module(f"attn_drill.checks.{exercise.checks_path.stem}")
+        for name in dir(checks):
+            title = getattr(getattr(checks, name), "__check_title_zh__", None)
+            if name.startswith("check_") and title:
+                yield f"{exercise.id} {name}", title
+    for key, known in mistake_table().items():
+        yield f"mistakes.toml {key}", known.says_zh
+    texts = helptext.zh_texts()
+    for command, entry in texts["commands"].items():
+        yield f"help_zh.toml {command}", entry["help"]
+        yield from ((f"help_zh.toml {command}.{p}", t) for p, t in entry.get("params", {}).items())
+    for table in (render.WORDS["zh"], render.WATCH_TEXT["zh"]):
+        yield from ((f"render {key}", text) for key, text in table.items() if isinstance(text, str))
+
+
+def test_the_cli_chinese_follows_the_glossary():
+    found = [d for where, text in _cli_zh_texts() for d in glossary.drift_in(text, where)]
+    assert not found, "\n".join(map(str, found))

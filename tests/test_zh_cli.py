@@ -212,3 +212,20 @@ def test_a_damaged_store_is_warned_about_in_chinese(cli, tmp_path, monkeypatch):
 def test_init_speaks_chinese_punctuation(cli, tmp_path):
     made = cli("--lang", "zh", "init", tmp_path / "ws")
     assert made.code == 0 and made.stdout.splitlines()[0].endswith("道练习。"), made.stdout
+
+
+def test_stats_in_chinese(cli):
+    shown = cli("--lang", "zh", "stats", env=EN_LOCALE)
+    assert shown.code == 0 and "各主题的测验掌握程度" in shown.stdout and "合计" in shown.stdout
+    assert "自注意力" in shown.stdout and "已通过练习：0/13。" in shown.stdout and "复习记录，最近" in shown.stdout
+    assert not re.search(r"Quiz mastery|Reviews, last|Exercises passed|\btotal\b", shown.stdout), shown.stdout
+
+
+def test_the_instructor_commands_in_chinese(cli, tmp_path):
+    pack = tmp_path / "pack"
+    made = cli("--lang", "zh", "new", "ex14_weights", "--pack", pack)
+    assert made.code == 0 and "ex14：已写出骨架：" in made.stdout and "下一步：补全 TODO" in made.stdout
+    proved = cli("--lang", "zh", "validate", "--exercise", "ex14", "--pack", pack)
+    assert proved.code == 0, proved.stdout + proved.stderr
+    assert "参考答案通过" in proved.stdout and "内容有效。" in proved.stdout and "题目：" in proved.stdout
+    assert not re.search(r"Content is valid|Questions:|reference passes", proved.stdout)
