@@ -41,8 +41,8 @@ def zh_texts() -> dict:
         raise ContentError(f"{ZH_FILE.name}: the tables are [commands.NAME] and [click], not {sorted(data)}")
     strings = [("click", value) for value in data["click"].values()]
     for name, entry in data["commands"].items():
-        if not isinstance(entry, dict) or not set(entry) <= ENTRY_KEYS:
-            raise ContentError(f"{ZH_FILE.name}: [commands.{name}] takes only {sorted(ENTRY_KEYS)}")
+        if not isinstance(entry, dict) or not set(entry) <= ENTRY_KEYS or not isinstance(entry.get("params", {}), dict):
+            raise ContentError(f"{ZH_FILE.name}: [commands.{name}] takes only {sorted(ENTRY_KEYS)}, params a table")
         strings += [(name, entry.get("help", "")), (name, entry.get("short", ""))]
         strings += [(name, value) for value in entry.get("params", {}).values()]
     for where, value in strings:
