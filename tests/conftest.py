@@ -55,10 +55,7 @@ class EngineLender:
         self.started: list = []
 
     def borrow(self, *, sandbox: str = "auto", device: str = "auto"):
-        from attn_drill import grading
-        from attn_drill.engine.sandbox import bwrap_path
-
-        from attn_drill.engine.sandbox import has_nvidia
+        from attn_drill.engine.sandbox import bwrap_path, has_nvidia
 
         kind = "none" if sandbox == "none" or bwrap_path() is None else "bubblewrap"
         if (sandbox == "bubblewrap" and kind == "none") or (device == "cuda" and has_nvidia()):
