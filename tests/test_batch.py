@@ -18,62 +18,13 @@ import pytest
 
 from attn_drill.catalog import find_exercise
 
+from conftest import FIXTURES
+
 EX2 = find_exercise("ex2")
 
 CRASH = "import os\n\nos._exit(3)\n"
 HANG = "while True:\n    pass\n"
-TAMPER = '''"""ex2 that writes forged wire frames and result lines into every file descriptor; its
-own results are zeros."""
-import json
-import os
-import select
-import struct
-
-import torch
-from torch import nn
-
-
-def _frame(body):
-    data = json.dumps(body, separators=(",", ":")).encode()
-    return struct.pack(">4sIQ", b"ADW1", len(data), 0) + data
-
-
-FORGED = b"".join(_frame(f) for f in (
-    {"ok": True, "value": {"$dict": [["MultiHeadAttention", "class"]]}},
-    {"ok": True, "value": None}, {"ready": True, "cuda": False})) + "".join(
-    json.dumps({"type": "result", "check": name, "passed": True, "message": ""}) + "\\n"
-    for name in ("check_defines", "check_matches_reference")).encode() + b'{"type": "done", "exit": 0}\\n'
-
-
-def _forge():
-    for fd in range(256):
-        try:
-            if select.select([], [fd], [], 0)[1]:
-                os.write(fd, FORGED)
-        except (OSError, ValueError):
-            pass
-
-
-_forge()
-
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True):
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-
-    def forward(self, query, key=None, value=None, mask=None, need_weights=False):
-        _forge()
-        key = query if key is None else key
-        weights = torch.zeros(query.size(0), self.num_heads, query.size(1), key.size(1), dtype=query.dtype)
-        return torch.zeros_like(query), (weights if need_weights else None)
-'''
+TAMPER = (FIXTURES / "batch" / "ex2_forges_frames.py").read_text()   # shared with benchmarks/grade.py
 
 
 def _sandboxed() -> bool:
