@@ -1,57 +1,22 @@
 """`attn-drill bench`: the learner's code timed in the sandboxed worker, the reference and the
 built-in in the judge, on tiny sizes (lengths 16 and 32, one timed run) so each test takes seconds.
 
-Most tests borrow the session's warm engine (conftest's ``engine``), through the library or
-through the CLI's entry point in this process; one runs the real command in a child process."""
+Most tests borrow the session's warm engines, through the library or through the CLI's entry
+point in this process (conftest's ``cli``); one runs the real command in a child process."""
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 
 import pytest
 
 from attn_drill import bench as benching
-from attn_drill import cli, grading
 from attn_drill.catalog import find_exercise
 
 from conftest import FIXTURES
 
 EX1 = find_exercise("ex1")
 SMALL = ("--lengths", "16,32", "--runs", "1", "--device", "cpu")
-
-
-@dataclass
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def warm_cli(engine, monkeypatch, capsys):
-    """`attn-drill ARGS` through cli.main in this process, on the session's warm engine."""
-
-    class Borrowed:  # stands in for grading.Engine: the warm one, left open for the next test
-        def __init__(self, **options):
-            pass
-
-        def __enter__(self):
-            return engine
-
-        def __exit__(self, *exc):
-            pass
-
-    monkeypatch.setattr(grading, "Engine", Borrowed)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(*args) -> Ran:
-        with pytest.raises(SystemExit) as ended:
-            cli.main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Ran(ended.value.code, captured.out, captured.err)
-
-    return run
 
 
 def test_reference_as_learner_gives_three_timed_series(engine):
@@ -66,8 +31,8 @@ def test_reference_as_learner_gives_three_timed_series(engine):
     assert report.to_dict()["series"][0]["points"][0]["median_s"] > 0
 
 
-def test_the_table_has_the_three_rows_times(warm_cli):
-    ran = warm_cli("bench", "ex1", "--file", EX1.solution_path, *SMALL)
+def test_the_table_has_the_three_rows_times(cli):
+    ran = cli("bench", "ex1", "--file", EX1.solution_path, *SMALL)
     assert ran.code == 0, ran.stdout + ran.stderr
     rows = {line.split("│")[1].strip(): line for line in ran.stdout.splitlines() if line.count("│") > 3}
     for name in ("yours", "reference", "built-in"):
@@ -77,28 +42,28 @@ def test_the_table_has_the_three_rows_times(warm_cli):
     assert "Traceback" not in ran.stdout + ran.stderr
 
 
-def test_the_starter_is_not_written_yet(warm_cli):
-    ran = warm_cli("bench", "ex1", "--file", EX1.starter_path, *SMALL)
+def test_the_starter_is_not_written_yet(cli):
+    ran = cli("bench", "ex1", "--file", EX1.starter_path, *SMALL)
     assert ran.code == 1
     assert "not written yet" in ran.stdout and "Traceback" not in ran.stdout + ran.stderr
     assert "┃" not in ran.stdout  # no table of nothing
 
 
-def test_a_crash_is_one_clear_line(warm_cli):
-    ran = warm_cli("bench", "ex1", "--file", FIXTURES / "hostile" / "segfault.py", *SMALL)
+def test_a_crash_is_one_clear_line(cli):
+    ran = cli("bench", "ex1", "--file", FIXTURES / "hostile" / "segfault.py", *SMALL)
     assert ran.code == 1
     assert "crashed with signal SIGSEGV at L=16" in ran.stdout and "Traceback" not in ran.stdout + ran.stderr
 
 
-def test_a_hang_is_cut_off(warm_cli):
-    ran = warm_cli("bench", "ex1", "--file", FIXTURES / "hostile" / "loop_in_call.py", "--timeout", "2", *SMALL)
+def test_a_hang_is_cut_off(cli):
+    ran = cli("bench", "ex1", "--file", FIXTURES / "hostile" / "loop_in_call.py", "--timeout", "2", *SMALL)
     assert ran.code == 1
     assert "did not return within" in ran.stdout and "Traceback" not in ran.stdout + ran.stderr
 
 
-def test_plot_writes_a_png_or_names_the_extra(warm_cli, tmp_path):
+def test_plot_writes_a_png_or_names_the_extra(cli, tmp_path):
     target = tmp_path / "ex1.png"
-    ran = warm_cli("bench", "ex1", "--file", EX1.solution_path, *SMALL, "--plot", target)
+    ran = cli("bench", "ex1", "--file", EX1.solution_path, *SMALL, "--plot", target)
     if importlib.util.find_spec("matplotlib") is None:
         assert ran.code == 2 and not target.exists()
         assert "pip install 'attn-drill[plot]'" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
@@ -107,11 +72,11 @@ def test_plot_writes_a_png_or_names_the_extra(warm_cli, tmp_path):
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_usage_errors_exit_2(warm_cli):
+def test_usage_errors_exit_2(cli):
     for args, words in [(("bench", "ex3", "--file", EX1.solution_path), "has no benchmark"),
                         (("bench", "ex1", "--file", EX1.solution_path, "--lengths", "0,8"), "--lengths"),
                         (("bench", "ex1", "--file", EX1.solution_path, "--runs", "0"), "--runs")]:
-        ran = warm_cli(*args)
+        ran = cli(*args)
         assert ran.code == 2 and words in ran.stderr, (args, ran.stderr)
 
 
@@ -121,9 +86,9 @@ def test_parse_lengths():
     assert benching.parse_lengths(None) is None
 
 
-def test_the_real_command(cli):
-    """The command as a user types it: its own judge and sandboxed worker."""
-    ran = cli("bench", "ex1", "--file", EX1.solution_path, *SMALL, "--json")
+def test_the_real_command(cli_process):
+    """The command as a user types it: its own process, judge and sandboxed worker."""
+    ran = cli_process("bench", "ex1", "--file", EX1.solution_path, *SMALL, "--json")
     assert ran.code == 0, ran.stderr
     import json
 
@@ -133,7 +98,7 @@ def test_the_real_command(cli):
 
 
 @pytest.mark.gpu
-def test_bench_on_cuda(cli):
+def test_bench_on_cuda(cli_process):
     from attn_drill.engine.sandbox import has_nvidia
 
     if not has_nvidia():  # before importing torch, which takes seconds
@@ -143,7 +108,7 @@ def test_bench_on_cuda(cli):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     ex10 = find_exercise("ex10")
-    ran = cli("bench", "ex10", "--file", ex10.solution_path, "--device", "cuda", "--lengths", "256,512",
+    ran = cli_process("bench", "ex10", "--file", ex10.solution_path, "--device", "cuda", "--lengths", "256,512",
               "--runs", "1", "--json")
     assert ran.code == 0, ran.stderr
     import json
@@ -155,8 +120,8 @@ def test_bench_on_cuda(cli):
         assert all(p["median_s"] > 0 and p["peak_bytes"] > 0 for p in series["points"]), series
 
 
-def test_a_crash_is_said_in_chinese(warm_cli):
-    ran = warm_cli("--lang", "zh", "bench", "ex1", "--file", FIXTURES / "hostile" / "segfault.py", *SMALL)
+def test_a_crash_is_said_in_chinese(cli):
+    ran = cli("--lang", "zh", "bench", "ex1", "--file", FIXTURES / "hostile" / "segfault.py", *SMALL)
     assert ran.code == 1
     crash = next(line for line in ran.stdout.splitlines() if "SIGSEGV" in line)
     assert "在 L=16 时因信号 SIGSEGV 而崩溃" in crash and "crashed" not in crash, ran.stdout

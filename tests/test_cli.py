@@ -1,4 +1,5 @@
-"""The learner's commands, driven as a user types them, in child processes."""
+"""The learner's commands, driven as a user types them, through the CLI's entry point (conftest's
+``cli``: the real parsing, commands, error boundary and exit codes, on warm engines)."""
 
 import json
 

@@ -1,5 +1,5 @@
-"""`attn-drill quiz`, `stats` and the status line, driven as a user types them (child
-processes, scripted stdin): whole quizzes, Chinese, the end of input, Ctrl-C and kill -9
+"""`attn-drill quiz`, `stats` and the status line, driven as a user types them (the CLI's entry
+point with scripted stdin; child processes for Ctrl-C, kill -9 and start-up): whole quizzes, Chinese, the end of input, Ctrl-C and kill -9
 mid-quiz, a damaged store, two quizzes at once, fast start; and mistakes in the exercises
 bringing quiz questions back."""
 
