@@ -23,10 +23,27 @@ EX = find_exercise("ex1")
 BUNDLE_FILES = {"setup.sh", "run_autograder", "requirements.txt", "README.md", f"attn_drill-{__version__}-py3-none-any.whl"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bundle(tmp_path_factory):
-    """One bundle for ex1, written by the command as an instructor would run it."""
-    base = tmp_path_factory.mktemp("bundle")
+    """One bundle for ex1, written by the command as an instructor would run it: once per run,
+    whichever xdist worker comes first (its wheel build takes seconds); the others wait for it
+    under a lock in their shared temporary folder, and only read it."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+    base = shared / "gradescope-bundle"
+    with open(shared / "gradescope-bundle.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (base / "built").exists():
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir()
+            _build_bundle(base)
+            (base / "built").touch()
+    return base / "gs"
+
+
+def _build_bundle(base: Path) -> None:
     env = {**os.environ, "ATTN_DRILL_HOME": str(base / "home"), "PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run([sys.executable, "-m", "attn_drill", "gradescope", "ex1", "--out", str(base / "gs"), "--zip"],
                           capture_output=True, text=True, env=env, cwd=base, timeout=600)
@@ -34,7 +51,6 @@ def bundle(tmp_path_factory):
     imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert imported and not [name for name in imported if name == "torch" or name.startswith("torch.")]
     assert "autograder.zip" in done.stdout
-    return base / "gs"
 
 
 def run_autograder(bundle, root, **env):

@@ -292,7 +292,7 @@ def test_code_questions_are_highlighted_with_line_numbers_and_lettered_choices()
 
 # ---------------------------------------------------------------- mistakes feed the quiz
 
-def test_a_graded_mistake_makes_its_concept_due(tmp_path):
+def test_a_graded_mistake_makes_its_concept_due(tmp_path, warm_engines):
     from attn_drill import practice
 
     reference = find_exercise("ex1").solution_path.read_text(encoding="utf-8")

@@ -87,7 +87,7 @@ def test_sandbox_can_be_switched_off(monkeypatch):
         sandbox.bwrap_path.cache_clear()
 
 
-def test_fallback_grades_on_two_processes_and_says_so():
+def test_fallback_grades_on_two_processes_and_says_so(warm_engines):
     exercise = find_exercise("ex1")
     report = grade(exercise, exercise.solution_path, device="cpu", sandbox="none")
     assert report.passed and report.sandbox == "none"
@@ -96,7 +96,7 @@ def test_fallback_grades_on_two_processes_and_says_so():
 
 
 @pytest.mark.skipif(sandbox.bwrap_path() is None, reason="bubblewrap cannot run here")
-def test_sandboxed_grading_says_so():
+def test_sandboxed_grading_says_so(warm_engines):
     exercise = find_exercise("ex1")
     report = grade(exercise, exercise.solution_path, device="cpu")
     assert report.passed and report.sandbox == "bubblewrap"

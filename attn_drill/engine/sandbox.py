@@ -94,7 +94,11 @@ def bwrap_command(bwrap: str, box: Path, worker_args: list[str], *, cuda: bool,
     """The full bubblewrap command line that runs the worker."""
     readable = readable_dirs() if readable is None else readable
     protected = protected_paths() if protected is None else protected
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+    # --as-pid-1: the worker template is the PID namespace's init, to which the kernel delivers
+    # no signal from inside that it has no handler for (SIGKILL and SIGSTOP never): learner code
+    # can neither kill nor stop it, so the warm template outlives any grading.
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--as-pid-1", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL",
             "--uid", "65534", "--gid", "65534", "--hostname", "attn-drill-worker",
             "--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
             "--size", str(SCRATCH_BYTES), "--tmpfs", SCRATCH]

@@ -57,7 +57,10 @@ def main() -> None:
     gc.freeze()  # a grading's collections skip the template's objects: no copy-on-write of their pages
     _prctl(PR_SET_DUMPABLE, 0)      # the learner's processes cannot ptrace or write this one
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever they start, even detached, stays below it
-    signal.signal(signal.SIGTERM, _end_everything)  # sent when the supervisor dies (unsandboxed)
+    if os.getpid() == 1:  # the sandbox's init: only signals it has a handler for reach it from inside
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # so not Python's KeyboardInterrupt either
+    else:
+        signal.signal(signal.SIGTERM, _end_everything)  # sent when the supervisor dies (unsandboxed)
     control.send(b'{"ready": true}')
     while True:
         try:
