@@ -28,6 +28,19 @@ def test_independent_correct_solutions_pass(name, graded):
     assert report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
 
 
+def test_an_unfilled_l_by_s_buffer_holds_no_memory_and_passes(graded, tmp_path):
+    """ex10's memory check ends a call at its first tensor of the bound's size, so a full score
+    matrix fails at once; a buffer made and never filled (no resident memory) is run whole."""
+    exercise = find_exercise("ex10")
+    line = "    L, S = q.size(-2), k.size(-2)  # query length, key length\n"
+    source = exercise.solution_path.read_text(encoding="utf-8")
+    assert source.count(line) == 1
+    learner = tmp_path / exercise.file_name
+    learner.write_text(source.replace(line, line + "    unused = torch.empty(L, S)  # (L, S), never written\n"))
+    report = graded("ex10", learner)
+    assert report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
+
+
 def test_json_matches_the_contract(cli):
     result = cli("check", "ex01", "--file", find_exercise("ex1").starter_path, "--json")
     report = json.loads(result.stdout)

@@ -48,6 +48,7 @@ class Config:
 
 
 CONFIG: Config | None = None
+TRIPPED = object()   # call_watched's result when the worker cut the call short (see stop_above)
 
 
 def config() -> Config:
@@ -194,9 +195,15 @@ class Learner:
                     f"你的代码在{_pad(what)}期间{_problem_text(problem)}。"))
 
     def _call(self, what: str, target: Any, method: str | None, args: tuple, kwargs: dict,
-              value_error_ok: bool = False, watch: bool = False) -> Any:
+              value_error_ok: bool = False, watch: bool = False, stop_above: int | None = None) -> Any:
+        limit = {} if stop_above is None else {"stop_above": stop_above}
         answer = self._ask(what, "call", value_error_ok=value_error_ok, target=target, method=method,
-                           args=list(args), kwargs=kwargs, watch=watch)
+                           args=list(args), kwargs=kwargs, watch=watch, **limit)
+        if watch and stop_above is not None and isinstance(answer, dict) and answer.get("tripped") is True:
+            if set(answer) != {"result", "modified", "largest", "tripped"}:
+                raise CheckFailure(_t(f"{what}: your code interfered with the grader (a malformed answer).",
+                                      f"{what}：你的代码干扰了评分程序（回答格式错误）。"))
+            return TRIPPED, answer["largest"]
         keys = {"result", "modified", "largest"} if watch else {"result", "modified"}
         if not isinstance(answer, dict) or set(answer) != keys or not isinstance(answer["modified"], list):
             raise CheckFailure(_t(f"{what}: your code interfered with the grader (a malformed answer).",
@@ -210,10 +217,12 @@ class Learner:
         """Call the learner's function ``name``."""
         return self._call(f"{name}()", name, None, args, kwargs)
 
-    def call_watched(self, name: str, *args, **kwargs) -> tuple[Any, list]:
+    def call_watched(self, name: str, *args, stop_above: int | None = None, **kwargs) -> tuple[Any, list]:
         """Call the learner's function ``name`` and report the largest tensor its code made,
-        as the worker saw it ([numel, op, shape]: worker data, good for messages, not verdicts)."""
-        return self._call(f"{name}()", name, None, args, kwargs, watch=True)
+        as the worker saw it ([numel, op, shape]: worker data, good for messages, not verdicts).
+        With ``stop_above`` (bytes), the worker ends the call at the first tensor that large and
+        the result is :data:`TRIPPED` (only a speed-up: the verdict stays the kernel's numbers)."""
+        return self._call(f"{name}()", name, None, args, kwargs, watch=True, stop_above=stop_above)
 
     def new(self, name: str, *args, **kwargs) -> RemoteObject:
         """Construct the learner's class ``name``."""

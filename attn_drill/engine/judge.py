@@ -115,6 +115,8 @@ def main() -> None:
     from attn_drill.checks import harness, properties  # noqa: F401
 
     _warm_up(torch)
+    global PYTEST_CONFIG
+    PYTEST_CONFIG = _parse_pytest_options()
     gc.freeze()  # a grading's collections skip the template's objects: no copy-on-write of their pages
     control.send(b'{"ready": true}')
     while True:
@@ -157,6 +159,32 @@ def _warm_up(torch) -> None:
     load(save({"t": y.detach()}))
 
 
+# pytest's options, parsed once in the template (a tenth of a grading's time when done in each):
+# every grading sets the checks file and --maxfail on its forked copy, then runs the session.
+PYTEST_OPTIONS = [
+    "-o", "python_files=ex*.py", "-o", "python_functions=check_*", "--import-mode=importlib",
+    "-p", "no:cacheprovider", "-p", "no:faulthandler", "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging",
+    "-p", "no:unraisableexception", "-p", "no:threadexception", "-p", "no:debugging", "-p", "no:unittest",
+    "-p", "no:legacypath", "-p", "no:pastebin", "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:setuponly",
+    "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s",
+]
+PYTEST_CONFIG = None
+
+
+def _parse_pytest_options():
+    """A parsed, not yet configured, pytest Config for the gradings to fork: an empty ini in a
+    folder of the judge's own (its working folder is private to it), the harness's fixtures."""
+    from _pytest.config import _prepareconfig
+
+    from attn_drill.checks import harness
+
+    root = Path("pytest-root").resolve()
+    root.mkdir(exist_ok=True)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    return _prepareconfig([str(Path(harness.__file__).parent), "-c", str(root / "pytest.ini"), "--rootdir",
+                           str(root), *PYTEST_OPTIONS], [harness])
+
+
 def _grade(settings: dict, results_fd: int, requests_fd: int, replies_fd: int, output_fd: int) -> None:
     """One grading, in a forked child of the template."""
     from attn_drill.engine.sandbox import die_with_parent
@@ -175,8 +203,6 @@ def _grade(settings: dict, results_fd: int, requests_fd: int, replies_fd: int, o
 
 
 def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd: int) -> int:
-    import tempfile
-
     import torch
 
     from attn_drill.checks import harness
@@ -209,22 +235,14 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
     )
     reporter.send("ready", device=device.type)
 
-    with tempfile.TemporaryDirectory(prefix="attn-drill-judge-") as workdir:
-        ini = Path(workdir) / "pytest.ini"
-        ini.write_text("[pytest]\n")
-        code = pytest.main(
-            [
-                settings["checks_file"], "-c", str(ini), "--rootdir", workdir,
-                "-o", "python_files=ex*.py", "-o", "python_functions=check_*",
-                "--import-mode=importlib", "-p", "no:cacheprovider", "-p", "no:faulthandler",
-                "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging", "-p", "no:unraisableexception",
-                "-p", "no:threadexception", "-p", "no:debugging", "-p", "no:unittest", "-p", "no:legacypath",
-                "-p", "no:pastebin", "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:setuponly",
-                "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s",
-                *(["--maxfail=1"] if settings.get("first_failure") else []),
-            ],
-            plugins=[Collector(reporter), harness],
-        )
+    config = PYTEST_CONFIG
+    config.args = [settings["checks_file"]]
+    config.option.maxfail = 1 if settings.get("first_failure") else 0
+    config.pluginmanager.register(Collector(reporter))
+    try:
+        code = config.hook.pytest_cmdline_main(config=config)
+    finally:
+        config._ensure_unconfigure()
     reporter.send("done", exit=int(code), differs=harness.CONFIG.remote.close_tape())
     return int(code)
 

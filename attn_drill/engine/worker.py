@@ -280,8 +280,16 @@ class Worker:
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise LearnerError({"kind": "protocol", "message": "bad arguments"})
         before = [(path, tensor, tensor.detach().clone()) for path, tensor in decode.sent]
-        watch = Largest(self.torch) if body.get("watch") else None
-        result = self.run(target, tuple(args), kwargs, watch=watch)
+        stop_above = body.get("stop_above")
+        watch = Largest(self.torch, stop_above if type(stop_above) is int else None) if body.get("watch") else None
+        try:
+            result = self.run(target, tuple(args), kwargs, watch=watch)
+        except LearnerError:
+            if watch is None or not watch.tripped:
+                raise
+            result = None
+        if watch is not None and watch.tripped:  # cut short: the judge measures what it held
+            return {"result": None, "modified": [], "largest": list(watch.largest), "tripped": True}
         modified = [path for path, tensor, copy in before if not same(self.torch, tensor, copy)]
         answer = {"result": result, "modified": modified}
         if watch is not None:
@@ -659,12 +667,19 @@ class Guard:
         return False
 
 
-def Largest(torch):
-    """A dispatch mode that records the largest tensor any op makes: [numel, op, shape]."""
+class MemoryTripped(BaseException):
+    """Raised into learner code by Largest(stop_above=...): a tensor that big ends the call."""
+
+
+def Largest(torch, stop_above: int | None = None):
+    """A dispatch mode that records the largest tensor any op makes: [numel, op, shape]. With
+    ``stop_above`` (bytes), the first op whose result's storage is that large ends the call
+    (``tripped``): a learner's L x S matrix is caught as it is made, not after a long loop."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Watch(TorchDispatchMode):
         largest = (0, "", [])
+        tripped = False
 
         @classmethod
         def _should_skip_dynamo(cls):
@@ -673,8 +688,13 @@ def Largest(torch):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             for tensor in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(tensor, torch.Tensor) and tensor.numel() > self.largest[0]:
-                    self.largest = (tensor.numel(), str(func), list(tensor.shape))
+                if isinstance(tensor, torch.Tensor):
+                    if tensor.numel() > self.largest[0]:
+                        self.largest = (tensor.numel(), str(func), list(tensor.shape))
+                    if stop_above is not None and tensor.untyped_storage().nbytes() >= stop_above:
+                        self.largest = (tensor.numel(), str(func), list(tensor.shape))
+                        self.tripped = True
+                        raise MemoryTripped(str(func))
             return out
 
     return Watch()
