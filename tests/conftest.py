@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,16 @@ class Result:
 class EngineLender:
     """Warm engines for the in-process CLI: where a command would start an Engine (a check, a
     Pool of them, a bench), it borrows a free warm one of the same kind (sandboxed or not),
-    started at first need and kept for the session. Each grading still forks fresh processes."""
+    started at first need and kept for the session. Each grading still forks fresh processes.
+    When none is free (a Pool's second engine), the last one lent is shared: their gradings
+    take turns. With ``distinct`` set (a test of gradings in parallel), another is started."""
 
     def __init__(self):
         self.free: dict[str, list] = {}
+        self.lent: dict[str, list] = {}
+        self.locks: dict[int, threading.Lock] = {}
         self.started: list = []
+        self.distinct = False
 
     def borrow(self, *, sandbox: str = "auto", device: str = "auto"):
         from attn_drill.engine.sandbox import bwrap_path, has_nvidia
@@ -60,8 +66,13 @@ class EngineLender:
         kind = "none" if sandbox == "none" or bwrap_path() is None else "bubblewrap"
         if (sandbox == "bubblewrap" and kind == "none") or (device == "cuda" and has_nvidia()):
             return REAL_ENGINE(sandbox=sandbox, device=device)  # what a real start would say or do
+        lent = self.lent.setdefault(kind, [])
+        if lent and not self.free.get(kind) and not self.distinct:
+            return Loan(lent[-1], None, self.locks[id(lent[-1])], lent)
         shelf = self._shelf(kind)
-        return Loan(shelf.pop(), shelf)
+        engine = shelf.pop()
+        lent.append(engine)
+        return Loan(engine, shelf, self.locks[id(engine)], lent)
 
     def resident(self, kind: str):
         """A warm engine of ``kind`` for tests to use directly; it stays lendable (tests run one
@@ -74,6 +85,7 @@ class EngineLender:
         if not shelf:
             engine = REAL_ENGINE(sandbox=kind, device="cpu")
             self.started.append(engine)
+            self.locks[id(engine)] = threading.Lock()
             shelf.append(engine)
         return shelf
 
@@ -83,13 +95,18 @@ class EngineLender:
 
 
 class Loan:
-    """A borrowed engine: used as the engine itself; closing it gives it back, warm."""
+    """A borrowed engine: used as the engine itself; closing it gives it back, warm (a shared
+    one stays with its first borrower). Its gradings hold the engine's lock."""
 
-    def __init__(self, engine, shelf):
-        self._engine, self._shelf = engine, shelf
+    def __init__(self, engine, shelf: list | None, lock: threading.Lock, lent: list):
+        self._engine, self._shelf, self._lock, self._lent = engine, shelf, lock, lent
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
+
+    def grade(self, *args, **kwargs):
+        with self._lock:
+            return self._engine.grade(*args, **kwargs)
 
     def __enter__(self):
         return self._engine
@@ -98,9 +115,10 @@ class Loan:
         self.close()
 
     def close(self):
-        if self._engine is not None:
+        if self._engine is not None and self._shelf is not None:
+            self._lent.remove(self._engine)
             self._shelf.append(self._engine)
-            self._engine = None
+        self._engine = None
 
 
 def _real_engine():
@@ -125,6 +143,14 @@ def warm_engines(monkeypatch, lender):
     from attn_drill import grading
 
     monkeypatch.setattr(grading, "Engine", lender.borrow)
+
+
+@pytest.fixture
+def distinct_engines(warm_engines, lender):
+    """A Pool's engines are distinct warm ones, grading in parallel, not one shared."""
+    lender.distinct = True
+    yield
+    lender.distinct = False
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def test_memory_sizes():
     assert parse_size("1.5G") == 1_500_000_000 and parse_size("300000000") == 300_000_000
 
 
-def test_a_pool_grades_in_order_and_keeps_going_past_a_bad_file(tmp_path, warm_engines):
+def test_a_pool_grades_in_order_and_keeps_going_past_a_bad_file(tmp_path, distinct_engines):
     exercise = find_exercise("ex1")
     (tmp_path / "folder").mkdir()
     jobs = [(exercise, exercise.solution_path), (exercise, tmp_path / "folder"), (exercise, exercise.starter_path)]
@@ -135,10 +135,13 @@ def test_an_engine_whose_templates_were_killed_starts_afresh(engine):
 
     exercise = find_exercise("ex1")
     assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
-    for template in (lambda: engine.worker_template, lambda: engine.judge.pid):
-        os.kill(template(), signal.SIGKILL)
+    worker_template, judge = engine.worker_template, engine.judge.pid
+    for pid in (worker_template, judge):   # the worker template's death alone is seen; one restart for both
+        os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
-        assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
+        assert not engine._alive()
+    assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
+    assert (engine.worker_template, engine.judge.pid) != (worker_template, judge) and engine._alive()
 
 
 def test_first_failure_stops_the_grading_and_says_so(graded):

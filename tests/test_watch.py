@@ -23,7 +23,7 @@ def workspace(tmp_path):
 @pytest.fixture
 def watcher(workspace, engine):
     """A watcher on the session's warm engine; quits by itself if a test waits too long."""
-    with Watcher(open_store(), workspace=workspace, device="cpu", timeout=2, engine=engine) as made:
+    with Watcher(open_store(), workspace=workspace, device="cpu", timeout=1, engine=engine) as made:
         watchdog = threading.Timer(240, made.quit)
         watchdog.start()
         yield made
@@ -65,7 +65,7 @@ def test_every_save_is_graded_and_a_pass_moves_on(watcher, workspace):
 
     save(watcher, "ex1", (HOSTILE / "loop_in_call.py").read_text())
     hung = until(events, "graded")[-1].report
-    assert not hung.passed and "ran past the time limit of 2 s" in messages(hung)
+    assert not hung.passed and "ran past the time limit of 1 s" in messages(hung)
 
     save(watcher, "ex1", (HOSTILE / "exit_at_import.py").read_text())
     exited = until(events, "graded")[-1].report
