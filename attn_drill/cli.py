@@ -6,6 +6,7 @@ code 2; a traceback is shown only with --verbose.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from enum import Enum
@@ -611,6 +612,15 @@ def _command() -> click.Group:
 
     lang = _lang()
     helptext.speak_click(lang)
+    return _click_group(lang)
+
+
+@functools.cache
+def _click_group(lang: str) -> click.Group:
+    """Built once per language and process: a long-lived process (the tests, an editor's
+    integration) runs many commands, each of which would otherwise rebuild every command."""
+    from attn_drill import helptext
+
     command = typer.main.get_command(app)
     helptext.localize(command, lang)
     return command

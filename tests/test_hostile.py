@@ -8,7 +8,7 @@ marker made unique per test, and as descendants of the test process); and the fi
 attacks are unchanged (for attn-drill's own checks and reference: by sha256, restored from a
 copy if they changed, and the test then fails).
 
-Fixtures that hang are graded with timeout=1; the others with a larger budget, so that a
+Fixtures that hang are graded with timeout=0.5; the others with a larger budget, so that a
 loaded machine cannot turn their verdict into a timeout. A hole found in the engine is a
 strict xfail: it turns red when the hole is fixed (see HOLES and the reasons).
 """
@@ -36,7 +36,7 @@ from conftest import FIXTURES
 
 HOSTILE = FIXTURES / "hostile"
 MARK = "attn-drill-hostile-"      # every fixture's markers start so; the test makes them unique
-HANG_TIMEOUT = 1                  # for fixtures that hang: the grader must cut them off
+HANG_TIMEOUT = 0.5                # for fixtures that hang: the grader must cut them off
 CALM_TIMEOUT = 15                 # for the others: their time is not what is tested
 GRADING_LIMIT_S = 60
 
