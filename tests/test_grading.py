@@ -28,17 +28,28 @@ def test_independent_correct_solutions_pass(name, graded):
     assert report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
 
 
-def test_an_unfilled_l_by_s_buffer_holds_no_memory_and_passes(graded, tmp_path):
+@pytest.mark.parametrize("added, passes", [
+    ("    unused = torch.empty(L, S)  # (L, S), never written\n", True),
+    ("    try:\n"
+     "        torch.ones(L, S)  # (L, S), filled, then dropped\n"
+     "    except BaseException:  # the worker's tripwire, caught\n"
+     "        pass\n", False),
+], ids=["unfilled", "filled-and-caught"])
+def test_the_memory_tripwire_ends_a_call_but_the_kernel_decides(added, passes, graded, tmp_path):
     """ex10's memory check ends a call at its first tensor of the bound's size, so a full score
-    matrix fails at once; a buffer made and never filled (no resident memory) is run whole."""
+    matrix fails at once. The verdict is still the memory the kernel saw: a buffer made and never
+    filled holds none (the call is run whole and passes); a filled one fails even when the
+    learner catches the tripwire and goes on to the right answer."""
     exercise = find_exercise("ex10")
     line = "    L, S = q.size(-2), k.size(-2)  # query length, key length\n"
     source = exercise.solution_path.read_text(encoding="utf-8")
     assert source.count(line) == 1
     learner = tmp_path / exercise.file_name
-    learner.write_text(source.replace(line, line + "    unused = torch.empty(L, S)  # (L, S), never written\n"))
+    learner.write_text(source.replace(line, line + added))
     report = graded("ex10", learner)
-    assert report.passed, [(c.name, c.message) for c in report.checks if not c.passed]
+    assert report.passed is passes, [(c.name, c.message) for c in report.checks if not c.passed]
+    if not passes:
+        assert report.mistakes == ["full-score-matrix"], [(c.name, c.message) for c in report.checks]
 
 
 def test_json_matches_the_contract(cli):

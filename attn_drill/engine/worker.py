@@ -287,7 +287,6 @@ class Worker:
         except LearnerError:
             if watch is None or not watch.tripped:
                 raise
-            result = None
         if watch is not None and watch.tripped:  # cut short: the judge measures what it held
             return {"result": None, "modified": [], "largest": list(watch.largest), "tripped": True}
         modified = [path for path, tensor, copy in before if not same(self.torch, tensor, copy)]
@@ -691,13 +690,20 @@ def Largest(torch, stop_above: int | None = None):
                 if isinstance(tensor, torch.Tensor):
                     if tensor.numel() > self.largest[0]:
                         self.largest = (tensor.numel(), str(func), list(tensor.shape))
-                    if stop_above is not None and tensor.untyped_storage().nbytes() >= stop_above:
+                    if stop_above is not None and _storage_bytes(tensor) >= stop_above:
                         self.largest = (tensor.numel(), str(func), list(tensor.shape))
                         self.tripped = True
                         raise MemoryTripped(str(func))
             return out
 
     return Watch()
+
+
+def _storage_bytes(tensor) -> int:
+    try:
+        return tensor.untyped_storage().nbytes()
+    except Exception:  # a tensor without one storage (sparse, nested): not what the tripwire looks for
+        return 0
 
 
 def fresh_pages(threshold: int = 256 << 10) -> None:
