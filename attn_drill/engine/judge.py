@@ -115,8 +115,8 @@ def main() -> None:
     from attn_drill.checks import harness, properties  # noqa: F401
 
     _warm_up(torch)
-    global PYTEST_CONFIG
-    PYTEST_CONFIG = _parse_pytest_options()
+    global PYTEST_SESSION
+    PYTEST_SESSION = _start_pytest_session()
     gc.freeze()  # a grading's collections skip the template's objects: no copy-on-write of their pages
     control.send(b'{"ready": true}')
     while True:
@@ -159,8 +159,9 @@ def _warm_up(torch) -> None:
     load(save({"t": y.detach()}))
 
 
-# pytest's options, parsed once in the template (about 15 ms of every grading when done in each):
-# every grading sets the checks file and --maxfail on its forked copy, then runs the session.
+# pytest is set up once, in the template: its options parsed, its plugins configured and a
+# session started (about a third of the judge's time in a grading, when done in each). Every
+# grading's forked copy sets the checks file and --maxfail, then collects and runs the session.
 PYTEST_OPTIONS = [
     "-o", "python_files=ex*.py", "-o", "python_functions=check_*", "--import-mode=importlib",
     "-p", "no:cacheprovider", "-p", "no:faulthandler", "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging",
@@ -168,21 +169,52 @@ PYTEST_OPTIONS = [
     "-p", "no:legacypath", "-p", "no:pastebin", "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:setuponly",
     "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s",
 ]
-PYTEST_CONFIG = None
+PYTEST_SESSION = None
 
 
-def _parse_pytest_options():
-    """A parsed, not yet configured, pytest Config for the gradings to fork: an empty ini in a
-    folder of the judge's own (its working folder is private to it), the harness's fixtures."""
+def _start_pytest_session():
+    """pytest.main's set-up, up to the collection: options parsed (an empty ini in a folder of
+    the judge's own: its working folder is private to it), the harness's fixtures registered,
+    plugins configured, the session started. Nothing of an exercise is read yet."""
     from _pytest.config import _prepareconfig
+    from _pytest.main import Session
 
     from attn_drill.checks import harness
 
     root = Path("pytest-root").resolve()
     root.mkdir(exist_ok=True)
     (root / "pytest.ini").write_text("[pytest]\n")
-    return _prepareconfig([str(Path(harness.__file__).parent), "-c", str(root / "pytest.ini"), "--rootdir",
-                           str(root), *PYTEST_OPTIONS], [harness])
+    config = _prepareconfig([str(Path(harness.__file__).parent), "-c", str(root / "pytest.ini"), "--rootdir",
+                             str(root), *PYTEST_OPTIONS], [harness])
+    session = Session.from_config(config)
+    config._do_configure()
+    config.hook.pytest_sessionstart(session=session)
+    return session
+
+
+def _run_session(session, checks_file: str, first_failure: bool, collector: Collector) -> int:
+    """The rest of pytest.main (its wrap_session) on the session the template started: collect
+    ``checks_file``, run its checks, finish. Returns pytest's exit code."""
+    config = session.config
+    config.args = [checks_file]
+    config.option.maxfail = 1 if first_failure else 0
+    config.pluginmanager.register(collector)
+    code = pytest.ExitCode.OK
+    try:
+        config.hook.pytest_collection(session=session)
+        config.hook.pytest_runtestloop(session=session)
+        if session.testsfailed:
+            code = pytest.ExitCode.TESTS_FAILED
+        elif session.testscollected == 0:
+            code = pytest.ExitCode.NO_TESTS_COLLECTED
+    except session.Failed:        # --maxfail reached
+        code = pytest.ExitCode.TESTS_FAILED
+    except session.Interrupted:   # errors while collecting
+        code = pytest.ExitCode.INTERRUPTED
+    finally:
+        config.hook.pytest_sessionfinish(session=session, exitstatus=code)
+        config._ensure_unconfigure()
+    return int(code)
 
 
 def _grade(settings: dict, results_fd: int, requests_fd: int, replies_fd: int, output_fd: int) -> None:
@@ -235,16 +267,10 @@ def _run_checks(settings: dict, reporter: Reporter, requests_fd: int, replies_fd
     )
     reporter.send("ready", device=device.type)
 
-    config = PYTEST_CONFIG
-    config.args = [settings["checks_file"]]
-    config.option.maxfail = 1 if settings.get("first_failure") else 0
-    config.pluginmanager.register(Collector(reporter))
-    try:
-        code = config.hook.pytest_cmdline_main(config=config)
-    finally:
-        config._ensure_unconfigure()
-    reporter.send("done", exit=int(code), differs=harness.CONFIG.remote.close_tape())
-    return int(code)
+    code = _run_session(PYTEST_SESSION, settings["checks_file"], bool(settings.get("first_failure")),
+                        Collector(reporter))
+    reporter.send("done", exit=code, differs=harness.CONFIG.remote.close_tape())
+    return code
 
 
 def _run_bench(settings: dict, reporter: Reporter, requests_fd: int, replies_fd: int) -> int:
