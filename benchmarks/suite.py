@@ -29,7 +29,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     jobs = parser.parse_args().jobs
     floor, _ = seconds([sys.executable, "-c", "import torch, pytest"])
-    suite, code = seconds([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(jobs)])
+    suite, code = seconds([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(jobs),
+                           "--dist", "worksteal"])
     print(f"floor: import torch, pytest   {floor:7.1f} s")
     print(f"test suite (-n {jobs})          {suite:7.1f} s  ({suite / floor:.0f}x the floor; target {TARGET_S:.0f} s: "
           f"{'ok' if suite <= TARGET_S else 'MISSED'}; pytest exit {code})")
