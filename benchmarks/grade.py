@@ -19,9 +19,11 @@ fresh process: the judge and the sandboxed worker start, import torch, grade, en
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +105,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=0, help="grade --jobs (default: the number of cores)")
     options = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="attn-drill-bench-"))
+    atexit.register(shutil.rmtree, home, True)   # removed however the run ends
     env = {**os.environ, "ATTN_DRILL_HOME": str(home / "home"), "COLUMNS": "200", "PYTHONPATH": str(REPO)}
     submissions = home / "submissions"
     submissions.mkdir()

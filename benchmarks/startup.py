@@ -13,7 +13,9 @@ Each command runs in a fresh process; the median of the runs is compared.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,11 +36,18 @@ def median_seconds(command: list[str], runs: int, env: dict) -> float:
     return statistics.median(times)
 
 
+def _scratch(prefix: str) -> str:
+    """A temporary folder, removed however the run ends."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
-    env = {**os.environ, "ATTN_DRILL_HOME": tempfile.mkdtemp(prefix="attn-drill-bench-")}
+    env = {**os.environ, "ATTN_DRILL_HOME": _scratch("attn-drill-bench-")}
     drill = [sys.executable, "-m", "attn_drill"]
     light_floor = median_seconds([sys.executable, "-c", "import typer, rich.console"], runs, env)
     heavy_floor = median_seconds([sys.executable, "-c", "import torch, pytest"], runs, env)
@@ -49,7 +58,7 @@ def main() -> int:
         ("attn-drill check ex1 (correct file)", drill + ["check", "ex1", "--file", str(SOLUTION), "--device", "cpu"],
          heavy_floor, 1.4),
     ]
-    workspace = Path(tempfile.mkdtemp(prefix="attn-drill-bench-ws-"))
+    workspace = Path(_scratch("attn-drill-bench-ws-"))
     subprocess.run(drill + ["init", str(workspace)], env=env, stdout=subprocess.DEVNULL, check=True)
     for reference in (REPO / "solutions").glob("ex*.py"):
         (workspace / "exercises" / reference.name).write_text(reference.read_text())

@@ -15,9 +15,11 @@ its pass the watcher moves on to ex3 and grades it, and the next save of ex2 tak
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import queue
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -111,6 +113,7 @@ def main() -> int:
     parser.add_argument("--cold-runs", type=int, default=1)
     options = parser.parse_args()
     home = tempfile.mkdtemp(prefix="attn-drill-bench-")
+    atexit.register(shutil.rmtree, home, True)   # removed however the run ends
     env = {**os.environ, "ATTN_DRILL_HOME": home, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
     workspace = Path(home) / "drills"
     subprocess.run([sys.executable, "-m", "attn_drill", "init", str(workspace)], env=env, check=True,
