@@ -126,10 +126,12 @@ def main() -> None:
             os._exit(0)
         if not message or len(fds) != 4:
             os._exit(0)
+        settings = json.loads(message)
+        _collect_built_in(settings["checks_file"])  # once per exercise, for every grading of it
         child = os.fork()
         if child == 0:
             control.close()
-            _grade(json.loads(message), *fds)
+            _grade(settings, *fds)
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(child, 0)
@@ -159,9 +161,10 @@ def _warm_up(torch) -> None:
     load(save({"t": y.detach()}))
 
 
-# pytest is set up once, in the template: its options parsed, its plugins configured and a
-# session started (about a third of the judge's time in a grading, when done in each). Every
-# grading's forked copy sets the checks file and --maxfail, then collects and runs the session.
+# pytest is set up once, in the template: its options parsed, its plugins configured, a session
+# started, and a built-in exercise's checks collected at its first grading (together about 40%
+# of the judge's time in a grading, when done in each). Every grading's forked copy sets
+# --maxfail and runs its exercise's checks.
 PYTEST_OPTIONS = [
     "-o", "python_files=ex*.py", "-o", "python_functions=check_*", "--import-mode=importlib",
     "-p", "no:cacheprovider", "-p", "no:faulthandler", "-p", "no:terminal", "-p", "no:warnings", "-p", "no:logging",
@@ -170,12 +173,13 @@ PYTEST_OPTIONS = [
     "-p", "no:setupplan", "-p", "no:stepwise", "-p", "no:recwarn", "-p", "no:subtests", "-s",
 ]
 PYTEST_SESSION = None
+BUILT_IN_CHECKS: dict[Path, list] = {}   # a built-in checks file -> its checks, collected in the template
 
 
 def _start_pytest_session():
     """pytest.main's set-up, up to the collection: options parsed (an empty ini in a folder of
     the judge's own: its working folder is private to it), the harness's fixtures registered,
-    plugins configured, the session started. Nothing of an exercise is read yet."""
+    plugins configured, the session started."""
     from _pytest.config import _prepareconfig
     from _pytest.main import Session
 
@@ -192,16 +196,44 @@ def _start_pytest_session():
     return session
 
 
+def _collect_built_in(checks_file: str) -> None:
+    """Collect a built-in checks file in the template, once: the checks are attn-drill's own (a
+    pack's are collected by each grading, and so is a file that fails to collect)."""
+    from attn_drill.checks import harness
+
+    path = Path(checks_file).resolve()
+    if path in BUILT_IN_CHECKS or path.parent != Path(harness.__file__).parent:
+        return
+    session = PYTEST_SESSION
+    session.config.args = [str(path)]
+    try:
+        items = list(session.perform_collect())
+        if not session.testsfailed and items:
+            BUILT_IN_CHECKS[path] = items
+    except Exception:  # pragma: no cover - the grading's own collection will report it
+        pass
+    finally:
+        session.items, session.testscollected, session.testsfailed = [], 0, 0
+
+
 def _run_session(session, checks_file: str, first_failure: bool, collector: Collector) -> int:
     """The rest of pytest.main (its wrap_session) on the session the template started: collect
-    ``checks_file``, run its checks, finish. Returns pytest's exit code."""
+    ``checks_file`` (or take its checks the template collected), run them, finish. Returns
+    pytest's exit code."""
     config = session.config
-    config.args = [checks_file]
     config.option.maxfail = 1 if first_failure else 0
     config.pluginmanager.register(collector)
+    collected = BUILT_IN_CHECKS.get(Path(checks_file).resolve())
     code = pytest.ExitCode.OK
     try:
-        config.hook.pytest_collection(session=session)
+        if collected is None:
+            config.args = [checks_file]
+            config.hook.pytest_collection(session=session)
+        else:  # what the end of session.perform_collect() does, for the checks the template found
+            session.items = list(collected)
+            config.hook.pytest_collection_modifyitems(session=session, config=config, items=session.items)
+            config.hook.pytest_collection_finish(session=session)
+            session.testscollected = len(session.items)
         config.hook.pytest_runtestloop(session=session)
         if session.testsfailed:
             code = pytest.ExitCode.TESTS_FAILED
