@@ -133,8 +133,6 @@ def _join(lines) -> str:
     return joined
 
 
-
-
 def _width(text: str) -> int:
     from rich.cells import cell_len
 

@@ -221,9 +221,12 @@ def scaffold(console: Console, made, lang: str = "en") -> None:
     for path in made.files:
         console.print(Text(f"  {path}"))
     pack = shlex.quote(str(made.files[0].parent))
-    validate, audit = f"`attn-drill validate --pack {pack}`", f"`attn-drill validate --mutants --exercise {made.id} --pack {pack}`"
-    console.print(Text(f"下一步：补全 TODO，然后运行 {validate}（它的参考答案必须通过，初始代码必须不通过）和 {audit}。" if zh else
-                       f"Next: fill in the TODOs, then {validate} (its reference must pass, its starter fail) and {audit}."))
+    validate = f"`attn-drill validate --pack {pack}`"
+    audit = f"`attn-drill validate --mutants --exercise {made.id} --pack {pack}`"
+    console.print(Text(f"下一步：补全 TODO，然后运行 {validate}（它的参考答案必须通过，初始代码必须不通过）"
+                       f"和 {audit}。" if zh else
+                       f"Next: fill in the TODOs, then {validate} (its reference must pass, its starter fail) "
+                       f"and {audit}."))
 
 
 def status(console: Console, rows: list[ExerciseRow], next_id: str | None, due: int | None, lang: str = "en") -> None:
@@ -616,7 +619,7 @@ def review_calendar(console: Console, days: dict[str, int], lang: str = "en") ->
     offset = weeks * 7 - len(keys)           # blank cells before the first day
     for row in range(7):
         weekday = date.fromordinal(first.toordinal() + row - offset).weekday()
-        line = Text(f"  {words['weekdays'][weekday]:<3} " if lang == "en" else f"  {words['weekdays'][weekday]} ")
+        line = Text(f"  {words['weekdays'][weekday]} ")
         for week in range(weeks):
             index = week * 7 + row - offset
             if 0 <= index < len(keys):

@@ -66,14 +66,21 @@ def _file_problems(exercise: Exercise) -> list[str]:
     return problems
 
 
+def _chosen(only: list[str] | None) -> list[Exercise]:
+    """The catalog's exercises, in its order, or only those ``only`` names (ex2, ex02, its name)."""
+    from attn_drill.catalog import find_exercise
+
+    wanted = {find_exercise(key).id for key in only} if only else None
+    return [ex for ex in load_catalog() if wanted is None or ex.id in wanted]
+
+
 def validate_exercises(report: ValidationReport, *, jobs: int = 2, only: list[str] | None = None,
                        on_progress: Callable[[str], None] = lambda message: None) -> None:
     """Grade every reference and every starter (or only those of the exercises ``only`` names),
     in parallel, and record the outcome."""
-    from attn_drill.catalog import find_exercise, pack_problems
+    from attn_drill.catalog import pack_problems
 
-    wanted = {find_exercise(key).id for key in only} if only else None
-    exercises = [ex for ex in load_catalog() if wanted is None or ex.id in wanted]
+    exercises = _chosen(only)
     report.problems += pack_problems()
     runnable = []
     for exercise in exercises:
@@ -134,10 +141,9 @@ def validate_mutants(report: ValidationReport, *, jobs: int = 0, only: list[str]
     import tempfile
     from pathlib import Path
 
-    from attn_drill.catalog import find_exercise
     from attn_drill.mutation import mutants
 
-    exercises = [find_exercise(key) for key in only] if only else list(load_catalog())
+    exercises = _chosen(only)
     with tempfile.TemporaryDirectory(prefix="attn-drill-mutants-") as folder, Pool(jobs) as pool:
         root = Path(folder)
         tapes = {ex.id: root / f"{ex.id}.tape" for ex in exercises}

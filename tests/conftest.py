@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from attn_drill.grading import Engine as REAL_ENGINE   # warm_engines replaces grading.Engine, not this
+
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def pytest_collection_finish(session):
@@ -18,9 +21,6 @@ def pytest_collection_finish(session):
     is no longer walked by each of the run's garbage collections (about 7% of a worker's CPU)."""
     gc.collect()
     gc.freeze()
-
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)
@@ -129,15 +129,6 @@ class Loan:
             self._lent.remove(self._engine)
             self._shelf.append(self._engine)
         self._engine = None
-
-
-def _real_engine():
-    from attn_drill.grading import Engine
-
-    return Engine
-
-
-REAL_ENGINE = _real_engine()
 
 
 @pytest.fixture(scope="session")

@@ -199,18 +199,16 @@ class Learner:
         limit = {} if stop_above is None else {"stop_above": stop_above}
         answer = self._ask(what, "call", value_error_ok=value_error_ok, target=target, method=method,
                            args=list(args), kwargs=kwargs, watch=watch, **limit)
-        if watch and stop_above is not None and isinstance(answer, dict) and answer.get("tripped") is True:
-            if set(answer) != {"result", "modified", "largest", "tripped"}:
-                raise CheckFailure(_t(f"{what}: your code interfered with the grader (a malformed answer).",
-                                      f"{what}：你的代码干扰了评分程序（回答格式错误）。"))
-            return TRIPPED, answer["largest"]
-        keys = {"result", "modified", "largest"} if watch else {"result", "modified"}
+        tripped = stop_above is not None and isinstance(answer, dict) and answer.get("tripped") is True
+        keys = {"result", "modified"} | ({"largest"} if watch else set()) | ({"tripped"} if tripped else set())
         if not isinstance(answer, dict) or set(answer) != keys or not isinstance(answer["modified"], list):
             raise CheckFailure(_t(f"{what}: your code interfered with the grader (a malformed answer).",
                                   f"{what}：你的代码干扰了评分程序（回答格式错误）。"))
         if answer["modified"]:
             fail(_t(f"{what} modified its input {answer['modified'][0]} in place; work on new tensors instead.",
                     f"{what} 原地修改了它的输入 {answer['modified'][0]}；请在新的张量上计算。"))
+        if tripped:
+            return TRIPPED, answer["largest"]
         return (answer["result"], answer["largest"]) if watch else answer["result"]
 
     def call(self, name: str, *args, **kwargs) -> Any:

@@ -688,10 +688,10 @@ def Largest(torch, stop_above: int | None = None):
             out = func(*args, **(kwargs or {}))
             for tensor in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(tensor, torch.Tensor):
-                    if tensor.numel() > self.largest[0]:
+                    tripped = stop_above is not None and _storage_bytes(tensor) >= stop_above
+                    if tripped or tensor.numel() > self.largest[0]:   # the tensor that tripped is reported
                         self.largest = (tensor.numel(), str(func), list(tensor.shape))
-                    if stop_above is not None and _storage_bytes(tensor) >= stop_above:
-                        self.largest = (tensor.numel(), str(func), list(tensor.shape))
+                    if tripped:
                         self.tripped = True
                         raise MemoryTripped(str(func))
             return out
