@@ -513,7 +513,10 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _judge_env() -> dict[str, str]:
+    from attn_drill.engine.sandbox import HUGE_PAGE_HEAP
+
     return {
+        **HUGE_PAGE_HEAP,   # unless the user set glibc's tunables
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(content.PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")])),
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -111,3 +111,23 @@ def test_a_virtual_environment_under_tmp_stays_visible(tmp_path):
     assert argv.index(str(venv)) > argv.index(sandbox.SCRATCH)
     assert "/tmp" not in [target for target, *_ in flags(argv, "--tmpfs")]
     assert argv[argv.index("--chdir") + 1] == sandbox.SCRATCH
+
+
+def _huge_pages_offered() -> bool:
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return mode.exists() and "[never]" not in mode.read_text()
+
+
+@pytest.mark.skipif(sandbox.bwrap_path() is None or not _huge_pages_offered(),
+                    reason="needs bubblewrap and transparent huge pages")
+def test_both_templates_keep_their_heaps_on_huge_pages(engine):
+    """glibc backs the templates' heaps with huge pages (HUGE_PAGE_HEAP; the sandbox shows it the
+    kernel's settings): a grading's fork copies far fewer page-table entries."""
+    engine.grade(find_exercise("ex1"), find_exercise("ex1").starter_path, device="cpu")   # warm and ready
+    for pid in (engine.judge.pid, engine.worker_template):
+        rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        huge, anonymous = (int(rollup[name].split()[0]) for name in ("AnonHugePages", "Anonymous"))
+        assert huge >= anonymous // 4, (pid, huge, anonymous)   # kB; about half, where the kernel has them
+    assert ["/sys/kernel/mm/transparent_hugepage"] * 2 in flags(
+        sandbox.bwrap_command("/usr/bin/bwrap", Path("/tmp/box"), ["3"], cuda=False, readable=[], protected=[]),
+        "--ro-bind")

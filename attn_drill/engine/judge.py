@@ -46,7 +46,7 @@ class Collector:
 
     def pytest_collection_modifyitems(self, items):
         for item in items:  # the failure's message is ours: skip pytest's costly traceback rendering
-            item.repr_failure = lambda excinfo, style=None: str(excinfo.value)
+            item.repr_failure = item._repr_failure_py = lambda excinfo, style=None: str(excinfo.value)  # call; setup
 
     def pytest_collection_finish(self, session):
         checks = [{"id": item.nodeid, "name": _title(item)} for item in session.items]
