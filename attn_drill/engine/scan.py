@@ -71,6 +71,28 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
+class _Dotted:
+    """Dotted names to find in another name, as the whole of it, its leading parts or its trailing
+    parts: ``torch._C`` in ``torch._C._nn.foo``, ``settrace`` in ``sys.settrace``. Looked up by
+    how many parts they have, so a name costs a few dictionary lookups, not one test per entry."""
+
+    def __init__(self, meanings: dict[str, str]):
+        self.by_parts: dict[int, dict[str, tuple[int, str]]] = {}
+        for order, (name, meaning) in enumerate(meanings.items()):
+            self.by_parts.setdefault(name.count(".") + 1, {})[name] = (order, meaning)
+
+    def first(self, parts: list[str]) -> str | None:
+        """The meaning of the first-listed entry that ``parts`` (a name split at its dots) is,
+        starts with or ends with; None when none is."""
+        hits = []
+        for k, names in self.by_parts.items():
+            if len(parts) < k:
+                continue
+            ends = [".".join(parts[:k])] + ([".".join(parts[-k:])] if len(parts) > k else [])
+            hits += [names[end] for end in ends if end in names]
+        return min(hits)[1] if hits else None
+
+
 def scan(source: str, forbidden: tuple[str, ...] | list[str], *, allowed_names: tuple[str, ...] = ()) -> list[Finding]:
     """Every use of a forbidden built-in or an escape hatch in ``source``, in line order.
     ``allowed_names`` are the names the exercise itself asks the learner to define."""
@@ -78,12 +100,9 @@ def scan(source: str, forbidden: tuple[str, ...] | list[str], *, allowed_names: 
         tree = ast.parse(source)
     except SyntaxError:
         return []  # the import check reports it, with the line
-    words = {word: name for name in forbidden for word in FORBIDDEN_WORDS.get(name, (name.rsplit(".", 1)[-1],))}
+    words = _Dotted({word: f"{name} is off limits in this exercise"
+                     for name in forbidden for word in FORBIDDEN_WORDS.get(name, (name.rsplit(".", 1)[-1],))})
     found: dict[tuple[int, str], Finding] = {}
-
-    def flag(node: ast.AST, name: str, why: str) -> None:
-        found.setdefault((node.lineno, name), Finding(node.lineno, name, why))
-
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, (ast.Attribute, ast.Name)):
@@ -102,10 +121,11 @@ def scan(source: str, forbidden: tuple[str, ...] | list[str], *, allowed_names: 
         for name in names:
             if name in allowed_names:
                 continue
-            for word, label in words.items():
-                if name == word or name.endswith(f".{word}") or name.startswith(f"{word}."):
-                    flag(node, name, f"{label} is off limits in this exercise")
-            for hatch, why in ESCAPE_HATCHES.items():
-                if name == hatch or name.startswith(f"{hatch}.") or name.endswith(f".{hatch}"):
-                    flag(node, name, f"{why} is not allowed in exercise code")
+            parts = name.split(".")
+            why = words.first(parts) or _HATCHES.first(parts)
+            if why:
+                found.setdefault((node.lineno, name), Finding(node.lineno, name, why))
     return sorted(found.values(), key=lambda f: (f.line, f.name))
+
+
+_HATCHES = _Dotted({hatch: f"{why} is not allowed in exercise code" for hatch, why in ESCAPE_HATCHES.items()})
