@@ -146,6 +146,7 @@ def run_main(*args) -> int:
     return ended.value.code
 
 
+@pytest.mark.unsandboxed
 def test_refuses_to_grade_without_a_sandbox_unless_allowed(no_sandbox, warm_engines, tmp_path, capsys, monkeypatch):
     from attn_drill import grading
 

@@ -448,6 +448,7 @@ def test_memory_kept_in_tmpfs_is_capped(tmp_path):
 # temporary store and workspace); failures must still be clean and nothing may stay running.
 
 
+@pytest.mark.unsandboxed
 @pytest.mark.parametrize("name, phrases", _params(FALLBACK))
 def test_fallback_fails_cleanly(name, phrases, tmp_path, user_targets):
     graded = _grade(name, tmp_path, sandbox="none", targets=user_targets,
@@ -456,6 +457,7 @@ def test_fallback_fails_cleanly(name, phrases, tmp_path, user_targets):
     _assert_failed_with(graded, phrases)
 
 
+@pytest.mark.unsandboxed(last=True)
 @_hole("kills_template.py")
 def test_fallback_learner_killing_its_template_leaves_nothing(tmp_path, user_targets):
     graded = _grade("kills_template.py", tmp_path, sandbox="none")

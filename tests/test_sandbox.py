@@ -87,6 +87,7 @@ def test_sandbox_can_be_switched_off(monkeypatch):
         sandbox.bwrap_path.cache_clear()
 
 
+@pytest.mark.unsandboxed
 def test_fallback_grades_on_two_processes_and_says_so(warm_engines):
     exercise = find_exercise("ex1")
     report = grade(exercise, exercise.solution_path, device="cpu", sandbox="none")
