@@ -167,6 +167,18 @@ def distinct_engines(warm_engines, lender):
 
 
 @pytest.fixture
+def no_sandbox(monkeypatch):
+    """ATTN_DRILL_SANDBOX=none, as a user would set it: engines started meanwhile are unsandboxed."""
+    from attn_drill.engine.sandbox import bwrap_path
+
+    monkeypatch.setenv("ATTN_DRILL_SANDBOX", "none")
+    bwrap_path.cache_clear()
+    yield
+    monkeypatch.delenv("ATTN_DRILL_SANDBOX")
+    bwrap_path.cache_clear()
+
+
+@pytest.fixture
 def cli(drill_home, tmp_path, monkeypatch, capsys, warm_engines):
     """Run `attn-drill ARGS` through its entry point (cli.main: the real parsing, commands, error
     boundary and exit code), in this process on warm engines, from ``cwd`` (default: a fresh

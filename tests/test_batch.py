@@ -127,17 +127,6 @@ def test_grades_a_folder_into_csv_and_json(cli, tmp_path):
     assert not list(written.parent.glob(".*.tmp"))
 
 
-@pytest.fixture
-def no_sandbox(monkeypatch):
-    from attn_drill.engine.sandbox import bwrap_path
-
-    monkeypatch.setenv("ATTN_DRILL_SANDBOX", "none")
-    bwrap_path.cache_clear()
-    yield
-    monkeypatch.delenv("ATTN_DRILL_SANDBOX")
-    bwrap_path.cache_clear()
-
-
 def run_main(*args) -> int:
     from attn_drill.cli import main
 

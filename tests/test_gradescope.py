@@ -123,9 +123,22 @@ def test_reference_gets_full_marks(bundle, tmp_path):
     assert results["extra_data"]["sandbox"] in ("bubblewrap", "none")
 
 
-def test_starter_fails_and_unsandboxed_says_so(bundle, tmp_path):
-    root = submission(tmp_path, {"work/mine.py": EX.starter_path.read_text()})  # the only .py file
-    results = run_autograder(bundle, root, ATTN_DRILL_SANDBOX="none")
+@pytest.mark.unsandboxed
+def test_starter_fails_and_unsandboxed_says_so(bundle, tmp_path, no_sandbox, cli):
+    """A failing grading without a sandbox through run_autograder: the real `attn-drill check`
+    output for the starter (graded here, on the warm unsandboxed engine) and its exit code 1,
+    given back by a stand-in attn-drill that first checks it was asked to grade that file (the
+    reference's run above is the cold one, end to end)."""
+    graded = cli("check", "ex1", "--file", EX.starter_path, "--format", "gradescope", "--device", "cpu")
+    assert graded.code == 1, graded.stderr
+    (tmp_path / "graded.json").write_text(graded.stdout)
+    stand_in = tmp_path / "venv" / "bin" / "attn-drill"
+    stand_in.parent.mkdir(parents=True)
+    stand_in.write_text(f'#!/bin/sh\n[ "$1 $2 $3" = "check ex1 --file" ] && [ "$(basename "$4")" = mine.py ] || exit 3\n'
+                        f'cmp -s "$4" "{EX.starter_path}" || exit 4\ncat "{tmp_path / "graded.json"}"\nexit 1\n')
+    stand_in.chmod(0o755)
+    root = submission(tmp_path / "gs", {"work/mine.py": EX.starter_path.read_text()})  # the only .py file
+    results = run_autograder(bundle, root, ATTN_DRILL_VENV=str(tmp_path / "venv"))
     assert 0 <= results["score"] < results["max_score"] == len(results["tests"])
     failed = [test for test in results["tests"] if test["status"] == "failed"]
     assert failed and all(test["score"] == 0 and test["output"] for test in failed)
