@@ -537,6 +537,7 @@ def _watch(run: _Run, engine: Engine, results_read: int, output_read: int, judge
     for fd, what in ((results_read, "results"), (output_read, "output"), (judge_out_read, "judge")):
         selector.register(fd, selectors.EVENT_READ, what)
     pending = b""
+    next_poll = 0.0   # the limits are read every POLL_S, not at every record the judge sends
     while True:
         if time.monotonic() > deadline:
             run.stopped = run.say("the grading took too long and was stopped", "评分耗时过长，已被终止")
@@ -565,7 +566,8 @@ def _watch(run: _Run, engine: Engine, results_read: int, output_read: int, judge
                         run.take(json.loads(line))
                     except (ValueError, AttributeError):
                         pass
-        if run.worker_end is None:
+        if run.worker_end is None and time.monotonic() >= next_poll:
+            next_poll = time.monotonic() + POLL_S
             pids = engine.grading_pids()
             resident, peak = processes.resident_bytes(pids), processes.peak_bytes(pids)
             run.peak = max(run.peak, resident, peak)
