@@ -20,10 +20,13 @@ def pytest_collection_modifyitems(items):
     """Tests marked ``unsandboxed`` run first, in their order, the one marked ``last=True`` after
     them: under xdist the first worker's share is the head of the list (stealing takes from the
     tails), so only that worker starts an unsandboxed engine, and no test pays for restarting it
-    after the one whose learner kills its template."""
+    after the one whose learner kills its template. The ``slow`` ones come next: a long test
+    near the end of a worker's share would leave the other worker idle while it runs."""
     def rank(item):
         marker = item.get_closest_marker("unsandboxed")
-        return 2 if marker is None else 1 if marker.kwargs.get("last") else 0
+        if marker is not None:
+            return 1 if marker.kwargs.get("last") else 0
+        return 2 if item.get_closest_marker("slow") else 3
 
     items.sort(key=rank)
 
@@ -101,6 +104,15 @@ class EngineLender:
         at a time, so it is never graded on twice at once)."""
         shelf = self._shelf(kind)
         return shelf[0]
+
+    def fresh(self, kind: str):
+        """A newly started engine of ``kind``, for a test that needs one that graded nothing yet;
+        it then stays lendable for the session, like the others (a Pool's distinct second one)."""
+        engine = REAL_ENGINE(sandbox=kind, device="cpu")
+        self.started.append(engine)
+        self.locks[id(engine)] = threading.Lock()
+        self.free.setdefault(kind, []).append(engine)
+        return engine
 
     def _shelf(self, kind: str) -> list:
         shelf = self.free.setdefault(kind, [])

@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -566,3 +567,68 @@ def test_the_warm_engine_still_grades_right_after_the_hostile_set():
     assert passed.passed, [(c.name, c.message) for c in passed.checks if not c.passed]
     failed = engine.grade(exercise, exercise.starter_path, device="cpu")
     assert not failed.passed and len(failed.checks) == len(passed.checks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm, pooled gradings give the verdicts of a freshly started engine
+
+
+def _verdict(report) -> tuple:
+    return report.passed, report.mistakes, [(c.name, c.passed, c.message) for c in report.checks]
+
+
+@pytest.mark.slow
+def test_a_pool_gives_every_fixture_the_verdict_of_a_fresh_engine(tmp_path, distinct_engines, lender):
+    """Every hostile fixture, the reference and the starter are graded on an engine started for
+    this test, one after another (its templates graded nothing before the first), then in the
+    opposite order on a Pool of two warm engines that have served the session (that fresh one
+    among them). Each file's report is the same on both: what a grading did reaches neither the
+    next grading nor the templates. The Pool's reports come in the order given, and a file it
+    cannot grade (a folder) is one failed check that stops nothing."""
+    from attn_drill.grading import Pool
+
+    exercise = find_exercise("ex1")
+    files = {"reference": exercise.solution_path, "starter": exercise.starter_path}
+    decoys = [tmp_path / "decoys" / name for name in ("progress.db", "ex01_self_attention.py")]  # file attacks' aim
+    decoys[0].parent.mkdir()
+    for path in decoys:
+        path.write_text("decoy\n")
+    markers = []
+    for fixture in sorted(HOSTILE.glob("*.py")):
+        files[fixture.stem], marker = _materialize(fixture.name, tmp_path / fixture.stem, SimpleNamespace(paths=decoys))
+        markers.append(marker)
+    # the options each is graded with in test_hostile: hangs cut off early, memory hogs at 768 MiB
+    special = {**{Path(name).stem: {"timeout": HANG_TIMEOUT} for name in HANGS},
+               **{Path(name).stem: {"memory_limit": "768MiB"} for name in (*MEMORY, "hides_memory_in_shm.py")}}
+    groups: dict[tuple, list[str]] = {}
+    for name in files:
+        groups.setdefault(tuple(sorted({"timeout": CALM_TIMEOUT, **special.get(name, {})}.items())), []).append(name)
+
+    kind = "bubblewrap" if SANDBOXED else "none"
+    fresh = lender.fresh(kind)
+    cold = {name: fresh.grade(exercise, files[name], device="cpu", **dict(options))
+            for options, names in groups.items() for name in names}
+
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    warm = {}
+    with Pool(2, sandbox=kind, device="cpu") as pool:
+        assert {id(e._engine) for e in pool.engines} >= {id(fresh)} and len({id(e._engine) for e in pool.engines}) == 2
+        for options, names in reversed(groups.items()):
+            names = names[::-1]
+            jobs = [(exercise, files[name]) for name in names]
+            if len(names) > 1:   # and one that cannot be graded, second in line
+                jobs.insert(1, (exercise, folder))
+            seen = []
+            reports = pool.grade_all(jobs, on_done=lambda i, r: seen.append(i), device="cpu", **dict(options))
+            assert sorted(seen) == list(range(len(jobs))) and [r.file for r in reports] == [str(p) for _, p in jobs]
+            if len(names) > 1:
+                unreadable = reports.pop(1)
+                assert not unreadable.passed and "is a directory" in unreadable.checks[0].message
+            warm |= dict(zip(names, reports))
+    assert cold["reference"].passed and not cold["starter"].passed
+    differ = [name for name in files if _verdict(cold[name]) != _verdict(warm[name])]
+    assert not differ, "\n".join(f"{name}:\n  fresh {_verdict(cold[name])}\n  pool  {_verdict(warm[name])}"
+                                 for name in differ)
+    for marker in markers:
+        _assert_nothing_left(marker)

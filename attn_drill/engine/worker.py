@@ -462,6 +462,8 @@ class Worker:
             message = str(exc)
         except BaseException:
             message = ""
+        if path:  # a SyntaxError names the file: by its name, not the grading's scratch folder
+            summary, message = (text.replace(path, os.path.basename(path)) for text in (summary, message))
         return {"kind": kind, "type": type(exc).__name__, "message": message[:2000],
                 "trace": "\n".join([*lines, summary[:2000]])}
 
