@@ -95,7 +95,7 @@ CLASSICS = {  # 25
     "segfault.py": ("your code crashed with signal SIGSEGV during scaled_dot_product_attention()",),
     "output_flood.py": ("your code printed over 1 MiB of output, so the grader stopped it",),
     "missing_function.py": ("your file does not define self_attention",),
-    "syntax_error.py": ("SyntaxError",),
+    "syntax_error.py": ("SyntaxError", 'File "syntax_error.py", line 4'),   # its name, not the scratch path
     "wrong_return_type.py": ("scaled_dot_product_attention() should return a tuple of 2, got list",
                              "self_attention() should return a tuple of 2, got str"),
 }
