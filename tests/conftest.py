@@ -117,10 +117,7 @@ class EngineLender:
     def _shelf(self, kind: str) -> list:
         shelf = self.free.setdefault(kind, [])
         if not shelf:
-            engine = REAL_ENGINE(sandbox=kind, device="cpu")
-            self.started.append(engine)
-            self.locks[id(engine)] = threading.Lock()
-            shelf.append(engine)
+            self.fresh(kind)
         return shelf
 
     def close(self):
