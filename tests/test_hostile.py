@@ -1,17 +1,19 @@
 """Hostile learner code for ex1, graded through the real engine (attn_drill.grading.grade).
 
 Each fixture in tests/fixtures/hostile attacks the grader while it is graded; it returns wrong
-values, or correct ones obtained by forbidden means. For each the test asserts: the report does
+values, or correct ones obtained by forbidden means. For each the tests assert: the report does
 not pass; every failed check gives a reason, and the phrases of its row below appear; the
 grading took under 60 s; nothing it started still runs afterwards (processes are found by a
-marker made unique per test, and as descendants of the test process); and the files it
+marker made unique per grading, and as descendants of the test process); and the files it
 attacks are unchanged (for attn-drill's own checks and reference: by sha256, restored from a
 copy if they changed, and the test then fails).
 
-Fixtures that hang are graded with timeout=0.5; the others with a larger budget, so that a
-loaded machine cannot turn their verdict into a timeout. A hole found in the engine is a
-strict xfail: it turns red when the hole is fixed (see HOLES and the reasons).
-"""
+The last test grades every fixture once on a freshly started engine, where the rows of the
+tables are asserted, and once on a warm Pool, which must give the same reports; the fixtures
+that need more (real files to attack, the fallback, what their output says) have tests of
+their own. Fixtures that hang are graded with timeout=0.5; the others with a larger budget, so
+that a loaded machine cannot turn their verdict into a timeout. A hole found in the engine is a
+strict xfail: it turns red when the hole is fixed (see HOLES and the reasons)."""
 
 from __future__ import annotations
 
@@ -361,44 +363,37 @@ def _grade(name: str, tmp_path: Path, *, targets: Targets | None = None, sandbox
     return Graded(report, elapsed, marker)
 
 
+def _problems(graded: Graded, phrases: tuple[str, ...]) -> list[str]:
+    """What is wrong with a hostile file's grading; none when it failed cleanly: every failed check
+    gives a reason, the phrases appear, no traceback, within the time limit."""
+    failed = graded.failed
+    if graded.report.passed or not failed:
+        return ["the hostile file passed"]
+    problems = [f"'{c.name}' failed without a reason" for c in failed
+                if not c.message.strip() or c.message.endswith("the check did not complete.")]
+    problems += [f"no failed check says {phrase!r}" for phrase in phrases if not any(phrase in c.message for c in failed)]
+    if "Traceback (most recent call last)" in "".join(c.message for c in failed):
+        problems.append("a traceback reached the report")
+    if graded.elapsed >= GRADING_LIMIT_S:
+        problems.append(f"the grading took {graded.elapsed:.0f} s")
+    return problems
+
+
+def _summary(report) -> str:
+    return "\n".join(f"  {'PASS' if c.passed else 'FAIL'} {c.name}: {c.message[:300]}" for c in report.checks)
+
+
 def _assert_failed_with(graded: Graded, phrases: tuple[str, ...]) -> None:
-    report = graded.report
-    summary = "\n".join(f"  {'PASS' if c.passed else 'FAIL'} {c.name}: {c.message[:300]}" for c in report.checks)
-    assert not report.passed, f"the hostile file passed:\n{summary}"
-    assert graded.failed, summary
-    for check in graded.failed:
-        assert check.message.strip() and not check.message.endswith("the check did not complete."), (
-            f"'{check.name}' failed without a reason:\n{summary}")
-    for phrase in phrases:
-        assert any(phrase in c.message for c in graded.failed), f"no failed check says {phrase!r}:\n{summary}"
-    assert "Traceback (most recent call last)" not in "".join(c.message for c in graded.failed), summary
-    assert graded.elapsed < GRADING_LIMIT_S, f"the grading took {graded.elapsed:.0f} s"
+    problems = _problems(graded, phrases)
+    assert not problems, "; ".join(problems) + ":\n" + _summary(graded.report)
 
 
 # ---------------------------------------------------------------------------------------------
 # The tables
 
 
-def _params(table: dict, **holes):
-    return [pytest.param(name, phrases, id=name, marks=holes.get(name, ())) for name, phrases in table.items()]
-
-
-@needs_sandbox
-@pytest.mark.parametrize("name, phrases", _params({**TAMPERING, **FORBIDDEN_CALLS, **PROCESSES, **CLASSICS}))
-def test_hostile_file_fails_with_reason(name, phrases, tmp_path):
-    _assert_failed_with(_grade(name, tmp_path), phrases)
-
-
-@needs_sandbox
-@pytest.mark.parametrize("name, phrases", _params(HANGS))
-def test_hanging_file_is_cut_off(name, phrases, tmp_path):
-    _assert_failed_with(_grade(name, tmp_path, timeout=HANG_TIMEOUT), phrases)
-
-
-@needs_sandbox
-@pytest.mark.parametrize("name, phrases", _params(MEMORY))
-def test_memory_hog_is_stopped_at_the_limit(name, phrases, tmp_path):
-    _assert_failed_with(_grade(name, tmp_path, memory_limit="768MiB"), phrases)
+def _params(table: dict):
+    return [pytest.param(name, phrases, id=name) for name, phrases in table.items()]
 
 
 @needs_sandbox
@@ -543,21 +538,6 @@ def test_learner_exception_shows_their_frames_only(tmp_path):
 
 
 @needs_sandbox
-@pytest.mark.parametrize("name", ["sigstop_everyone.py", "sigkill_everyone.py"])
-def test_the_learner_can_neither_stop_nor_kill_its_template(name, tmp_path):
-    """The worker template is the sandbox's init: SIGSTOP and SIGKILL from inside never reach it,
-    so the same warm templates serve the next grading (a stopped judge is resumed from outside)."""
-    engine = _engine("bubblewrap")
-    engine.grade(find_exercise("ex1"), find_exercise("ex1").starter_path, device="cpu")   # warm and ready
-    before = (engine.worker_template, engine.judge.pid)
-    graded = _grade(name, tmp_path)
-    _assert_failed_with(graded, PROCESSES[name])
-    assert (engine.worker_template, engine.judge.pid) == before and not engine.broken and engine._alive()
-    state = Path(f"/proc/{engine.worker_template}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    assert state != "T", "the worker template is still stopped"
-
-
-@needs_sandbox
 def test_the_warm_engine_still_grades_right_after_the_hostile_set():
     """After every hostile file this worker process graded before (in this module), the same
     warm engine still passes the reference and fails the starter, each with every check."""
@@ -570,21 +550,47 @@ def test_the_warm_engine_still_grades_right_after_the_hostile_set():
 
 
 # ---------------------------------------------------------------------------------------------
-# Warm, pooled gradings give the verdicts of a freshly started engine
+# Every fixture fails cleanly on a freshly started engine, and a warm Pool gives the same verdicts
+
+PHRASES = {**TAMPERING, **FORBIDDEN_CALLS, **PROCESSES, **CLASSICS, **HANGS, **MEMORY}
 
 
 def _verdict(report) -> tuple:
     return report.passed, report.mistakes, [(c.name, c.passed, c.message) for c in report.checks]
 
 
+def _options(name: str) -> tuple:
+    """The grading options for a fixture: hangs cut off early, memory hogs at 768 MiB."""
+    options = {"timeout": HANG_TIMEOUT if name in HANGS else CALM_TIMEOUT}
+    if name in MEMORY or name == "hides_memory_in_shm.py":
+        options["memory_limit"] = "768MiB"
+    return tuple(sorted(options.items()))
+
+
+def _template_state(engine) -> tuple:
+    """The engine's templates: the same processes, the worker template not stopped."""
+    try:
+        state = Path(f"/proc/{engine.worker_template}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        state = "gone"
+    return engine.worker_template, engine.judge.pid, state not in ("T", "gone") and not engine.broken and engine._alive()
+
+
+@needs_sandbox
 @pytest.mark.slow
-def test_a_pool_gives_every_fixture_the_verdict_of_a_fresh_engine(tmp_path, distinct_engines, lender):
-    """Every hostile fixture, the reference and the starter are graded on an engine started for
-    this test, one after another (its templates graded nothing before the first), then in the
-    opposite order on a Pool of two warm engines that have served the session (that fresh one
-    among them). Each file's report is the same on both: what a grading did reaches neither the
-    next grading nor the templates. The Pool's reports come in the order given, and a file it
-    cannot grade (a folder) is one failed check that stops nothing."""
+def test_every_fixture_fails_cleanly_and_a_pool_gives_the_verdict_of_a_fresh_engine(tmp_path, distinct_engines,
+                                                                                   lender):
+    """Every hostile fixture, the reference and the starter are graded one after another on an
+    engine started for this test (its templates graded nothing before the first). Each fixture of
+    the tables above fails with the phrases of its row, every failed check giving a reason;
+    nothing any fixture started still runs after its grading; the templates are the same,
+    unstopped processes after every one (the worker template is the sandbox's init: SIGSTOP and
+    SIGKILL from inside never reach it; a stopped judge is resumed from outside).
+
+    Then all are graded in the opposite order on a Pool of two warm engines that have served
+    the session (that fresh one among them). Each file's report is the same on both: what a
+    grading did reaches neither the next grading nor the templates. The Pool's reports come in
+    the order given, and a file it cannot grade (a folder) is one failed check that stops nothing."""
     from attn_drill.grading import Pool
 
     exercise = find_exercise("ex1")
@@ -593,26 +599,38 @@ def test_a_pool_gives_every_fixture_the_verdict_of_a_fresh_engine(tmp_path, dist
     decoys[0].parent.mkdir()
     for path in decoys:
         path.write_text("decoy\n")
-    markers = []
+    markers = {}
     for fixture in sorted(HOSTILE.glob("*.py")):
-        files[fixture.stem], marker = _materialize(fixture.name, tmp_path / fixture.stem, SimpleNamespace(paths=decoys))
-        markers.append(marker)
-    # the options each is graded with in test_hostile: hangs cut off early, memory hogs at 768 MiB
-    special = {**{Path(name).stem: {"timeout": HANG_TIMEOUT} for name in HANGS},
-               **{Path(name).stem: {"memory_limit": "768MiB"} for name in (*MEMORY, "hides_memory_in_shm.py")}}
+        files[fixture.name], markers[fixture.name] = _materialize(fixture.name, tmp_path / fixture.stem,
+                                                                  SimpleNamespace(paths=decoys))
     groups: dict[tuple, list[str]] = {}
     for name in files:
-        groups.setdefault(tuple(sorted({"timeout": CALM_TIMEOUT, **special.get(name, {})}.items())), []).append(name)
+        groups.setdefault(_options(name), []).append(name)
 
-    kind = "bubblewrap" if SANDBOXED else "none"
-    fresh = lender.fresh(kind)
-    cold = {name: fresh.grade(exercise, files[name], device="cpu", **dict(options))
-            for options, names in groups.items() for name in names}
+    fresh = lender.fresh("bubblewrap")
+    cold, problems, templates = {}, {}, None
+    for options, names in groups.items():
+        for name in names:
+            started = time.monotonic()
+            cold[name] = fresh.grade(exercise, files[name], device="cpu", **dict(options))
+            graded = Graded(cold[name], time.monotonic() - started, markers.get(name, ""))
+            if name in markers:
+                _assert_nothing_left(markers[name])
+            problems[name] = _problems(graded, PHRASES[name]) if name in PHRASES else []
+            if templates is None:
+                templates = _template_state(fresh)
+            elif _template_state(fresh) != templates:
+                problems[name].append(f"the templates changed: {templates} -> {_template_state(fresh)}")
+    assert cold["reference"].passed and not cold["starter"].passed
+    assert templates[2], "the fresh engine's templates are not running"
+    problems = {name: found for name, found in problems.items() if found}
+    assert not problems, "\n".join(f"{name}: {'; '.join(found)}\n{_summary(cold[name])}"
+                                    for name, found in problems.items())
 
     folder = tmp_path / "a-folder"
     folder.mkdir()
     warm = {}
-    with Pool(2, sandbox=kind, device="cpu") as pool:
+    with Pool(2, sandbox="bubblewrap", device="cpu") as pool:
         lent = {id(engine._engine) for engine in pool.engines}
         assert id(fresh) in lent and len(lent) == 2   # the fresh engine and another
         for options, names in reversed(groups.items()):
@@ -627,9 +645,8 @@ def test_a_pool_gives_every_fixture_the_verdict_of_a_fresh_engine(tmp_path, dist
                 unreadable = reports.pop(1)
                 assert not unreadable.passed and "is a directory" in unreadable.checks[0].message
             warm |= dict(zip(names, reports))
-    assert cold["reference"].passed and not cold["starter"].passed
     differ = [name for name in files if _verdict(cold[name]) != _verdict(warm[name])]
     assert not differ, "\n".join(f"{name}:\n  fresh {_verdict(cold[name])}\n  pool  {_verdict(warm[name])}"
                                  for name in differ)
-    for marker in markers:
+    for marker in markers.values():
         _assert_nothing_left(marker)
