@@ -140,13 +140,15 @@ def main() -> None:
 
 def _warm_up(torch) -> None:
     """Pay torch's lazy first-use imports once, in the template (autograd's first backward pass
-    alone takes seconds), not in every grading; the mistakes table and the built-in checks are
+    alone takes seconds), not in every grading; the mistakes table, the built-in checks and the
+    modules every grading uses (the static scan, the sandbox's and the processes' helpers) are
     read once too (a pack's checks are imported by each grading)."""
     import importlib
 
     from safetensors.torch import load, save
 
     from attn_drill.checks import harness
+    from attn_drill.engine import processes, sandbox, scan  # noqa: F401
 
     harness.mistake_table()
     for path in sorted(Path(harness.__file__).parent.glob("ex*.py")):   # pytest finds them in sys.modules
