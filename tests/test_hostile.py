@@ -42,6 +42,7 @@ MARK = "attn-drill-hostile-"      # every fixture's markers start so; the test m
 HANG_TIMEOUT = 0.5                # for fixtures that hang: the grader must cut them off
 CALM_TIMEOUT = 15                 # for the others: their time is not what is tested
 GRADING_LIMIT_S = 60
+MEMORY_LIMIT = "512MiB"           # for fixtures that hoard memory: over twice what the reference needs
 
 
 def _sandbox_works() -> bool:
@@ -107,8 +108,8 @@ HANGS = {  # 25 (graded with timeout=HANG_TIMEOUT)
     "leaves_process.py": (f"your code ran past the time limit of {HANG_TIMEOUT} s during the import of your file",
                           "starting programs is not allowed"),
 }
-MEMORY = {  # 22 (graded with memory_limit="768MiB")
-    "memory_hog.py": ("your code used more than 768 MiB of memory (the limit; see --memory-limit)",),
+MEMORY = {  # 22 (graded with memory_limit=MEMORY_LIMIT)
+    "memory_hog.py": ("your code used more than 512 MiB of memory (the limit; see --memory-limit)",),
 }
 FILE_ATTACKS = {  # 10, 23, 24: TARGETS are the store, a workspace file, attn-drill's checks and reference
     "execs_reference.py": (WRONG,),
@@ -432,7 +433,7 @@ def test_memory_kept_in_tmpfs_is_capped(tmp_path):
     folders are size-capped tmpfs (/dev/shm 16 MiB, /tmp 64 MiB), so little can hide there."""
     from attn_drill.engine.sandbox import SHM_BYTES
 
-    graded = _grade("hides_memory_in_shm.py", tmp_path, memory_limit="768MiB")
+    graded = _grade("hides_memory_in_shm.py", tmp_path, memory_limit=MEMORY_LIMIT)
     _assert_failed_with(graded, (WRONG,))
     kept = re.search(r"hostile: kept (\d+) MiB in /dev/shm", graded.report.output)
     assert kept, f"the fixture's report is missing from its output: {graded.report.output[-500:]!r}"
@@ -560,10 +561,10 @@ def _verdict(report) -> tuple:
 
 
 def _options(name: str) -> tuple:
-    """The grading options for a fixture: hangs cut off early, memory hogs at 768 MiB."""
+    """The grading options for a fixture: hangs cut off early, memory hogs at MEMORY_LIMIT."""
     options = {"timeout": HANG_TIMEOUT if name in HANGS else CALM_TIMEOUT}
     if name in MEMORY or name == "hides_memory_in_shm.py":
-        options["memory_limit"] = "768MiB"
+        options["memory_limit"] = MEMORY_LIMIT
     return tuple(sorted(options.items()))
 
 
