@@ -618,10 +618,11 @@ def test_every_fixture_fails_cleanly_and_a_pool_gives_the_verdict_of_a_fresh_eng
             if name in markers:
                 _assert_nothing_left(markers[name])
             problems[name] = _problems(graded, PHRASES[name]) if name in PHRASES else []
+            now = _template_state(fresh)
             if templates is None:
-                templates = _template_state(fresh)
-            elif _template_state(fresh) != templates:
-                problems[name].append(f"the templates changed: {templates} -> {_template_state(fresh)}")
+                templates = now
+            elif now != templates:
+                problems[name].append(f"the templates changed: {templates} -> {now}")
     assert cold["reference"].passed and not cold["starter"].passed
     assert templates[2], "the fresh engine's templates are not running"
     problems = {name: found for name, found in problems.items() if found}

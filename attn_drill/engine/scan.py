@@ -93,6 +93,9 @@ class _Dotted:
         return min(hits)[1] if hits else None
 
 
+_HATCHES = _Dotted({hatch: f"{why} is not allowed in exercise code" for hatch, why in ESCAPE_HATCHES.items()})
+
+
 def scan(source: str, forbidden: tuple[str, ...] | list[str], *, allowed_names: tuple[str, ...] = ()) -> list[Finding]:
     """Every use of a forbidden built-in or an escape hatch in ``source``, in line order.
     ``allowed_names`` are the names the exercise itself asks the learner to define."""
@@ -127,5 +130,3 @@ def scan(source: str, forbidden: tuple[str, ...] | list[str], *, allowed_names: 
                 found.setdefault((node.lineno, name), Finding(node.lineno, name, why))
     return sorted(found.values(), key=lambda f: (f.line, f.name))
 
-
-_HATCHES = _Dotted({hatch: f"{why} is not allowed in exercise code" for hatch, why in ESCAPE_HATCHES.items()})
