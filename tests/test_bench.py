@@ -58,7 +58,7 @@ def test_a_crash_is_one_clear_line(cli):
 
 
 def test_a_hang_is_cut_off(cli):
-    ran = cli("bench", "ex1", "--file", FIXTURES / "hostile" / "loop_in_call.py", "--timeout", "0.5", *SMALL)
+    ran = cli("bench", "ex1", "--file", FIXTURES / "hostile" / "loop_in_call.py", "--timeout", "0.25", *SMALL)
     assert ran.code == 1
     assert "did not return within" in ran.stdout and "Traceback" not in ran.stdout + ran.stderr
 

@@ -11,7 +11,7 @@ copy if they changed, and the test then fails).
 The last test grades every fixture once on a freshly started engine, where the rows of the
 tables are asserted, and once on a warm Pool, which must give the same reports; the fixtures
 that need more (real files to attack, the fallback, what their output says) have tests of
-their own. Fixtures that hang are graded with timeout=0.5; the others with a larger budget, so
+their own. Fixtures that hang are graded with timeout=0.25; the others with a larger budget, so
 that a loaded machine cannot turn their verdict into a timeout. A hole found in the engine is a
 strict xfail: it turns red when the hole is fixed (see HOLES and the reasons)."""
 
@@ -39,10 +39,10 @@ from conftest import FIXTURES
 
 HOSTILE = FIXTURES / "hostile"
 MARK = "attn-drill-hostile-"      # every fixture's markers start so; the test makes them unique
-HANG_TIMEOUT = 0.5                # for fixtures that hang: the grader must cut them off
+HANG_TIMEOUT = 0.25               # for fixtures that hang: the grader must cut them off
 CALM_TIMEOUT = 15                 # for the others: their time is not what is tested
 GRADING_LIMIT_S = 60
-MEMORY_LIMIT = "512MiB"           # for fixtures that hoard memory: over twice what the reference needs
+MEMORY_LIMIT = "384MiB"           # for fixtures that hoard memory: over 1.8 times what the reference needs
 
 
 def _sandbox_works() -> bool:
@@ -109,7 +109,7 @@ HANGS = {  # 25 (graded with timeout=HANG_TIMEOUT)
                           "starting programs is not allowed"),
 }
 MEMORY = {  # 22 (graded with memory_limit=MEMORY_LIMIT)
-    "memory_hog.py": ("your code used more than 512 MiB of memory (the limit; see --memory-limit)",),
+    "memory_hog.py": ("your code used more than 384 MiB of memory (the limit; see --memory-limit)",),
 }
 FILE_ATTACKS = {  # 10, 23, 24: TARGETS are the store, a workspace file, attn-drill's checks and reference
     "execs_reference.py": (WRONG,),

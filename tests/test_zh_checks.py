@@ -66,12 +66,12 @@ def test_named_mistake_in_chinese(graded, tmp_path):
 
 
 def test_time_limit_in_chinese(graded):
-    report = graded("ex1", FIXTURES / "hostile" / "loop_in_call.py", lang="zh", timeout=0.5)
+    report = graded("ex1", FIXTURES / "hostile" / "loop_in_call.py", lang="zh", timeout=0.25)
     failed = [c for c in report.checks if not c.passed]
     assert failed and all(not c.name.isascii() for c in report.checks)
-    assert any(c.message == "你的代码在 scaled_dot_product_attention() 期间超出了 0.5 s 的时间限制。" for c in failed), \
+    assert any(c.message == "你的代码在 scaled_dot_product_attention() 期间超出了 0.25 s 的时间限制。" for c in failed), \
         [c.message for c in failed]
-    assert any(c.message == "未运行：你的代码在之前的一项检查中超出了 0.5 s 的时间限制（见上文）。" for c in failed)
+    assert any(c.message == "未运行：你的代码在之前的一项检查中超出了 0.25 s 的时间限制（见上文）。" for c in failed)
     assert all("ran past" not in c.message for c in failed)
 
 
@@ -92,8 +92,8 @@ def test_english_is_unchanged(graded, tmp_path):
     assert named == "Your output equals attention without the 1/sqrt(d) scale."
     assert all(not _has_chinese(c.name + c.message) for c in mutant.checks)
 
-    hang = graded("ex1", FIXTURES / "hostile" / "loop_in_call.py", lang="en", timeout=0.5)
-    assert any("your code ran past the time limit of 0.5 s during scaled_dot_product_attention()" in c.message
+    hang = graded("ex1", FIXTURES / "hostile" / "loop_in_call.py", lang="en", timeout=0.25)
+    assert any("your code ran past the time limit of 0.25 s during scaled_dot_product_attention()" in c.message
                for c in hang.checks if not c.passed)
     assert all(not _has_chinese(c.name + c.message) for c in hang.checks)
 
