@@ -448,8 +448,7 @@ def test_memory_kept_in_tmpfs_is_capped(tmp_path):
 @pytest.mark.unsandboxed
 @pytest.mark.parametrize("name, phrases", _params(FALLBACK))
 def test_fallback_fails_cleanly(name, phrases, tmp_path, user_targets):
-    graded = _grade(name, tmp_path, sandbox="none", targets=user_targets,
-                    timeout=HANG_TIMEOUT if name in HANGS else CALM_TIMEOUT)
+    graded = _grade(name, tmp_path, sandbox="none", targets=user_targets, **dict(_options(name)))
     assert graded.report.sandbox == "none"
     _assert_failed_with(graded, phrases)
 
