@@ -12,6 +12,10 @@ import pytest
 
 from attn_drill.grading import Engine as REAL_ENGINE   # warm_engines replaces grading.Engine, not this
 
+# Two test processes share the two cores: torch's second thread in either (and OpenMP's spinning
+# after each parallel op, about 2 CPU-seconds a run) only takes a core from the other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
