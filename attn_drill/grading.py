@@ -235,7 +235,9 @@ class Engine:
     per grading (the worker's inside its sandbox). Templates never run learner code; a grading's
     processes never serve another grading. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, *, sandbox: str = "auto", device: str = "auto"):
+    def __init__(self, *, sandbox: str = "auto", device: str = "auto", spawned_judge: bool = False):
+        """With ``spawned_judge``, only the worker template starts here: the judge template comes
+        from :meth:`spawn_judge` of another engine (a Pool's first)."""
         from attn_drill.engine import sandbox as boxing
 
         self.bwrap = None if sandbox == "none" else boxing.bwrap_path()
@@ -246,10 +248,11 @@ class Engine:
                                 "可以加 --allow-unsandboxed，或者安装 bubblewrap。")
         self.sandbox = "bubblewrap" if self.bwrap else "none"
         self.cuda = device in ("auto", "cuda") and boxing.has_nvidia()
-        self._start()
+        self._start(judge=not spawned_judge)
 
-    def _start(self) -> None:
-        """Start both templates (they import torch in parallel); :meth:`_wait_ready` joins them."""
+    def _start(self, judge: bool = True) -> None:
+        """Start both templates (they import torch in parallel), or without ``judge`` the worker's
+        alone; :meth:`_wait_ready` joins them."""
         import socket
         import subprocess
         import tempfile
@@ -276,13 +279,16 @@ class Engine:
             self.worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL, pass_fds=(worker_end.fileno(),), env=env,
                                            cwd=cwd, preexec_fn=boxing.own_session(signal.SIGTERM))
-            self.judge = subprocess.Popen([sys.executable, "-m", "attn_drill.engine.judge", str(judge_end.fileno())],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, pass_fds=(judge_end.fileno(),),
-                                          cwd=self.judge_dir, env=_judge_env(), preexec_fn=boxing.own_session())
+            self.judge = None if not judge else subprocess.Popen(
+                [sys.executable, "-m", "attn_drill.engine.judge", str(judge_end.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(judge_end.fileno(),), cwd=self.judge_dir, env=_judge_env(), preexec_fn=boxing.own_session())
         finally:
             worker_end.close()
-            judge_end.close()
+            if judge:
+                judge_end.close()
+            else:
+                self._judge_end = judge_end   # for spawn_judge
         self.worker_template: int | None = None   # the worker template's pid (below bwrap when sandboxed)
         self.broken: str | None = None
         self.ready = False
@@ -302,7 +308,8 @@ class Engine:
                 message = control.recv(1 << 10)
             except OSError:
                 message = b""
-            if b'"ready": true' not in message:
+            if b'"ready": true' not in message or (control is self.judge_control and self.judge is None
+                                                   and not self._take_spawned(message)):
                 raise DrillError("the grader could not start (its judge or worker process failed). "
                                  "Run `attn-drill check --verbose` again, and report it if it persists.",
                                  zh="评测器无法启动（它的 judge 或 worker 进程失败了）。请再运行一次 "
@@ -314,6 +321,26 @@ class Engine:
             below = processes.below(self.worker.pid)
             self.worker_template = next((pid for pid in below if _cmdline(pid).split(b"\0")[:2] == python), None)
         self.ready = True
+
+    def spawn_judge(self, other: Engine) -> None:
+        """Give ``other`` (started with ``spawned_judge``) a judge template forked from this one's,
+        warm already: a Pool's engines pay torch's import in one judge, not in each."""
+        import socket
+
+        if not self.ready:
+            self._wait_ready()
+        try:
+            socket.send_fds(self.judge_control, [b'{"spawn": true}'], [other._judge_end.fileno()])
+        finally:
+            other._judge_end.close()
+
+    def _take_spawned(self, message: bytes) -> bool:
+        try:
+            pid = json.loads(message)["pid"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        self.judge = _SpawnedJudge(pid) if type(pid) is int else None
+        return self.judge is not None
 
     def grade(self, exercise: Exercise, learner_file: Path, *, device: str = "auto",
               timeout: float = DEFAULT_TIMEOUT_S, memory_limit: int | str = DEFAULT_MEMORY,
@@ -442,8 +469,9 @@ class Engine:
         for control in (self.worker_control, self.judge_control):
             control.close()
         for process in (self.worker, self.judge):
-            _kill(process)
-            process.wait()
+            if process is not None:   # a judge still to be spawned has none yet
+                _kill(process)
+                process.wait()
         for folder in (self.box, self.scratch, self.judge_dir):
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -456,8 +484,12 @@ class Pool:
     ``grade DIR``): ``jobs`` gradings run in parallel, each on an engine of its own."""
 
     def __init__(self, jobs: int = 0, *, sandbox: str = "auto", device: str = "auto"):
-        jobs = jobs or os.cpu_count() or 1
-        self.engines = [Engine(sandbox=sandbox, device=device) for _ in range(max(1, jobs))]
+        jobs = max(1, jobs or os.cpu_count() or 1)
+        first = Engine(sandbox=sandbox, device=device)
+        self.engines = [first] + [Engine(sandbox=sandbox, device=device, spawned_judge=True) for _ in range(jobs - 1)]
+        for engine in self.engines[1:]:
+            if getattr(engine, "judge", True) is None:   # its worker template starts meanwhile
+                first.spawn_judge(engine)
 
     def __enter__(self) -> Pool:
         return self
@@ -600,6 +632,27 @@ def _size(n: int) -> str:
         if n >= 1 << power:
             return f"{n / (1 << power):g} {unit}"
     return f"{n} bytes"
+
+
+class _SpawnedJudge:
+    """A judge template forked by another engine's (not this process's child): what
+    :class:`Engine` asks of a template's Popen."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return -signal.SIGKILL
+        return -signal.SIGKILL if state in ("Z", "X") else None
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> None:   # its parent, the template that forked it, collects it
+        pass
 
 
 def _kill(process) -> None:

@@ -89,7 +89,7 @@ class EngineLender:
         self.started: list = []
         self.distinct = False
 
-    def borrow(self, *, sandbox: str = "auto", device: str = "auto"):
+    def borrow(self, *, sandbox: str = "auto", device: str = "auto", spawned_judge: bool = False):
         from attn_drill.engine.sandbox import bwrap_path, has_nvidia
 
         kind = "none" if sandbox == "none" or bwrap_path() is None else "bubblewrap"

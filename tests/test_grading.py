@@ -1,6 +1,7 @@
 """The grading engine on references, starters and independent solutions, and its outputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +143,33 @@ def test_an_engine_whose_templates_were_killed_starts_afresh(engine):
         assert not engine._alive()
     assert engine.grade(exercise, exercise.solution_path, device="cpu").passed
     assert (engine.worker_template, engine.judge.pid) != (worker_template, judge) and engine._alive()
+
+
+def test_a_pools_next_engine_gets_a_judge_forked_from_the_first(engine):
+    """A Pool's engines after the first start only a worker template: their judge template is a
+    fork of the first's, warm already, in a session of its own (the first's end or restart, which
+    kills its session, does not reach it). It grades as the first does; closing the engine ends it."""
+    import os
+    import time
+
+    from attn_drill.grading import Engine
+
+    exercise = find_exercise("ex1")
+    other = Engine(sandbox="bubblewrap", device="cpu", spawned_judge=True)
+    try:
+        engine.spawn_judge(other)
+        for path in (exercise.solution_path, exercise.starter_path):
+            mine, theirs = (e.grade(exercise, path, device="cpu") for e in (other, engine))
+            assert [(c.name, c.passed, c.message) for c in mine.checks] == \
+                [(c.name, c.passed, c.message) for c in theirs.checks]
+        assert mine.checks and not mine.passed
+        spawned = other.judge.pid
+        parent = Path(f"/proc/{spawned}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        assert int(parent) == engine.judge.pid and os.getsid(spawned) == spawned != os.getsid(engine.judge.pid)
+    finally:
+        other.close()
+    time.sleep(0.1)
+    assert other.judge.poll() is not None and engine._alive()
 
 
 def test_first_failure_stops_the_grading_and_says_so(graded):
