@@ -310,6 +310,10 @@ class Engine:
                 message = b""
             if b'"ready": true' not in message or (control is self.judge_control and self.judge is None
                                                    and not self._take_spawned(message)):
+                if control is self.judge_control and self.judge is None:  # no judge came: start one of its own
+                    self.close()
+                    self._start()
+                    return self._wait_ready()
                 raise DrillError("the grader could not start (its judge or worker process failed). "
                                  "Run `attn-drill check --verbose` again, and report it if it persists.",
                                  zh="评测器无法启动（它的 judge 或 worker 进程失败了）。请再运行一次 "
@@ -331,6 +335,8 @@ class Engine:
             self._wait_ready()
         try:
             socket.send_fds(self.judge_control, [b'{"spawn": true}'], [other._judge_end.fileno()])
+        except OSError:
+            pass   # this judge is gone: ``other`` hears no answer and starts a judge of its own
         finally:
             other._judge_end.close()
 
