@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from attn_drill.grading import Engine as REAL_ENGINE   # warm_engines replaces g
 # Two test processes share the two cores: torch's second thread in either (and OpenMP's spinning
 # after each parallel op, about 2 CPU-seconds a run) only takes a core from the other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The quiz's study day ends at 4 am local time: a test that answers a question wrong a few minutes
+# before then would find it due tomorrow, not today. Every test runs where it is now about noon
+# (a POSIX zone: its offset counts west of UTC).
+os.environ["TZ"] = f"XXX{time.gmtime().tm_hour - 12:+d}"
+time.tzset()
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
