@@ -308,16 +308,17 @@ class Engine:
                 message = control.recv(1 << 10)
             except OSError:
                 message = b""
-            if b'"ready": true' not in message or (control is self.judge_control and self.judge is None
-                                                   and not self._take_spawned(message)):
-                if control is self.judge_control and self.judge is None:  # no judge came: start one of its own
-                    self.close()
-                    self._start()
-                    return self._wait_ready()
-                raise DrillError("the grader could not start (its judge or worker process failed). "
-                                 "Run `attn-drill check --verbose` again, and report it if it persists.",
-                                 zh="评测器无法启动（它的 judge 或 worker 进程失败了）。请再运行一次 "
-                                    "`attn-drill check --verbose`，如果问题依旧，请报告它。")
+            spawned = control is self.judge_control and self.judge is None   # a judge forked for it
+            if b'"ready": true' in message and (not spawned or self._take_spawned(message)):
+                continue
+            if spawned:  # no judge came: start one of its own
+                self.close()
+                self._start()
+                return self._wait_ready()
+            raise DrillError("the grader could not start (its judge or worker process failed). "
+                             "Run `attn-drill check --verbose` again, and report it if it persists.",
+                             zh="评测器无法启动（它的 judge 或 worker 进程失败了）。请再运行一次 "
+                                "`attn-drill check --verbose`，如果问题依旧，请报告它。")
         if self.bwrap is None:
             self.worker_template = self.worker.pid
         else:
@@ -494,7 +495,7 @@ class Pool:
         first = Engine(sandbox=sandbox, device=device)
         self.engines = [first] + [Engine(sandbox=sandbox, device=device, spawned_judge=True) for _ in range(jobs - 1)]
         for engine in self.engines[1:]:
-            if getattr(engine, "judge", True) is None:   # its worker template starts meanwhile
+            if engine.judge is None:   # its worker template starts meanwhile
                 first.spawn_judge(engine)
 
     def __enter__(self) -> Pool:
